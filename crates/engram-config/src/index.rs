@@ -1,0 +1,123 @@
+//! Settings of the RediSearch index that holds the memories.
+
+use serde::{Deserialize, Serialize};
+
+use crate::problems::Collector;
+
+/// Vector index algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VectorAlgorithm {
+    /// Exact brute-force search: recall 1.0, cost linear in the number of vectors.
+    Flat,
+    /// Hierarchical navigable small world graph: approximate, sub-linear.
+    Hnsw,
+}
+
+/// Distance between vectors, with RediSearch's definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DistanceMetric {
+    /// `1 - cosine similarity`; zero vectors are rejected.
+    Cosine,
+    /// Squared Euclidean distance.
+    L2,
+    /// `1 - dot product`.
+    Ip,
+}
+
+/// Element type of stored vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VectorType {
+    /// 32-bit IEEE floats.
+    Float32,
+    /// 16-bit IEEE floats: half the memory, a little less precision.
+    Float16,
+}
+
+/// The RediSearch index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Index name (letters, digits, `_`, `-`, `.`, `:`; at most 64). Default: `engram-idx`.
+    pub name: String,
+    /// Prefix of every key the index covers (letters, digits, `_`, `-`, `.`, `:`; at most 64).
+    /// Default: `engram:`.
+    pub key_prefix: String,
+    /// Vector algorithm. Default: `HNSW`.
+    pub algorithm: VectorAlgorithm,
+    /// HNSW: edges per node. Default: `16`.
+    pub m: u32,
+    /// HNSW: candidate list size while building. Default: `200`.
+    pub ef_construction: u32,
+    /// HNSW: candidate list size while searching; higher gives better recall and fewer
+    /// queries per second. RediSearch's own default is 10, which gave recall@10 of about 0.88 on
+    /// clustered embeddings here against 1.0 for 50. Default: `50`.
+    pub ef_runtime: u32,
+    /// Vector dimension; every embedding must have exactly this many elements.
+    /// Default: `384` (all-MiniLM-L6-v2).
+    pub dimension: u32,
+    /// Distance metric. Default: `COSINE`.
+    pub distance_metric: DistanceMetric,
+    /// Element type of stored vectors. Default: `FLOAT32`.
+    pub vector_type: VectorType,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            name: "engram-idx".to_owned(),
+            key_prefix: "engram:".to_owned(),
+            algorithm: VectorAlgorithm::Hnsw,
+            m: 16,
+            ef_construction: 200,
+            ef_runtime: 50,
+            dimension: 384,
+            distance_metric: DistanceMetric::Cosine,
+            vector_type: VectorType::Float32,
+        }
+    }
+}
+
+/// Whether `s` is a valid index name or key prefix: 1 to 64 characters of `[A-Za-z0-9_.:-]`.
+/// Glob characters (`*?[]`), braces and spaces are excluded because keys are matched with
+/// `SCAN MATCH` and hashed by `{...}` tags on a cluster.
+pub fn is_safe_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+impl IndexConfig {
+    pub(crate) fn validate(&self, c: &mut Collector) {
+        let charset = "1 to 64 characters of letters, digits, `_`, `-`, `.` and `:`";
+        c.check(is_safe_identifier(&self.name), "index.name", || {
+            format!("({:?}) must be {charset}", self.name)
+        });
+        c.check(
+            is_safe_identifier(&self.key_prefix),
+            "index.key_prefix",
+            || format!("({:?}) must be {charset}", self.key_prefix),
+        );
+        c.check(
+            (1..=32_768).contains(&self.dimension),
+            "index.dimension",
+            || format!("({}) must be between 1 and 32768", self.dimension),
+        );
+        c.check((2..=512).contains(&self.m), "index.m", || {
+            format!("({}) must be between 2 and 512", self.m)
+        });
+        c.check(
+            (1..=4096).contains(&self.ef_construction),
+            "index.ef_construction",
+            || format!("({}) must be between 1 and 4096", self.ef_construction),
+        );
+        c.check(
+            (1..=4096).contains(&self.ef_runtime),
+            "index.ef_runtime",
+            || format!("({}) must be between 1 and 4096", self.ef_runtime),
+        );
+    }
+}

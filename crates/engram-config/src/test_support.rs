@@ -1,0 +1,41 @@
+//! Finding the Redis Stack server that integration tests run against.
+//!
+//! `cargo xtask ci` starts a server and exports its URL as `ENGRAM_TEST_REDIS_URL`. A test that
+//! needs Redis and finds no URL skips with a message on a developer's machine, and fails under
+//! `CI=true`, so that CI can never pass by skipping.
+
+use crate::RedisUrl;
+
+/// Environment variable with the URL of the Redis Stack server for tests.
+pub const TEST_REDIS_URL_VAR: &str = "ENGRAM_TEST_REDIS_URL";
+
+/// What a test that needs Redis should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestServer {
+    /// Run against this server.
+    Available(RedisUrl),
+    /// Skip, printing this reason (never under `CI=true`).
+    Skip(String),
+}
+
+/// Reads `ENGRAM_TEST_REDIS_URL` and `CI`.
+///
+/// # Errors
+/// A message saying why the test cannot run, when `CI` is `true` or `1` and no URL is set.
+pub fn test_server() -> Result<TestServer, String> {
+    let url = std::env::var(TEST_REDIS_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    Ok(match (url, ci) {
+        (Some(url), _) => TestServer::Available(RedisUrl::new(url)),
+        (None, true) => {
+            return Err(format!(
+                "{TEST_REDIS_URL_VAR} is not set and CI=true: tests that need Redis Stack must not skip in CI; run them through `cargo xtask ci`"
+            ));
+        }
+        (None, false) => TestServer::Skip(format!(
+            "{TEST_REDIS_URL_VAR} is not set; start a server with `cargo xtask stack up` and export its URL, or run `cargo xtask ci`"
+        )),
+    })
+}

@@ -1,0 +1,494 @@
+//! Connection to Redis Stack through `fred`: the only module of the workspace that names it.
+//!
+//! [`RedisConnection::connect`] builds a client pool from [`engram_config::RedisConfig`]:
+//! connect and command timeouts always set (fred has none by default, and a command to a
+//! stopped server would wait for ever), unlimited reconnection with capped, jittered
+//! exponential backoff (a limited count would leave the client disconnected for good), RESP2
+//! (fred's default, chosen deliberately: RediSearch replies keep their field order as flat
+//! arrays, where RESP3 maps lose it). It then checks that the server has the modules engram
+//! needs, and fails with [`ErrorKind::Unsupported`] naming what is missing.
+//!
+//! Every fred error is classified by one private function, [`classify`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use engram_config::RedisConfig;
+use fred::prelude::{
+    ClientLike, Config as FredConfig, ConnectionConfig, Error as FredError, ErrorKind as FredKind,
+    PerformanceConfig, Pool, ReconnectPolicy,
+};
+use fred::types::{RespVersion, Value};
+
+use crate::error::{ErrorKind, Operation, StorageError};
+
+/// Lowest RediSearch version engram supports (2.10.0, encoded as the server reports it).
+pub const MIN_SEARCH_VERSION: u32 = 2_10_00;
+
+/// A loaded server module and its version, as `MODULE LIST` reports it (2.10.5 is 21005).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Module name, for example `search` or `ReJSON`.
+    pub name: String,
+    /// Version as the server encodes it: `major × 10000 + minor × 100 + patch`.
+    pub version: u32,
+}
+
+impl ModuleInfo {
+    /// The version as `major.minor.patch`.
+    pub fn version_string(&self) -> String {
+        format_module_version(self.version)
+    }
+}
+
+impl fmt::Display for ModuleInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version_string())
+    }
+}
+
+/// Formats an encoded module version (`21005`) as `2.10.5`.
+pub fn format_module_version(v: u32) -> String {
+    format!("{}.{}.{}", v / 10_000, (v / 100) % 100, v % 100)
+}
+
+/// What the server is: its version and loaded modules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `redis_version` from `INFO server`.
+    pub version: String,
+    /// Modules from `MODULE LIST`.
+    pub modules: Vec<ModuleInfo>,
+}
+
+impl ServerInfo {
+    /// The module with this name, if loaded.
+    pub fn module(&self, name: &str) -> Option<&ModuleInfo> {
+        self.modules.iter().find(|m| m.name == name)
+    }
+
+    /// Checks that the server has RediSearch 2.10 or newer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] naming the missing module or the version found.
+    pub fn check_requirements(&self) -> Result<(), StorageError> {
+        match self.module("search") {
+            None => Err(StorageError::new(
+                ErrorKind::Unsupported,
+                Operation::Connect,
+                format!(
+                    "the server (redis {}) has no `search` module; engram needs Redis Stack with RediSearch {} or newer (loaded: {})",
+                    self.version,
+                    format_module_version(MIN_SEARCH_VERSION),
+                    self.module_list()
+                ),
+            )),
+            Some(m) if m.version < MIN_SEARCH_VERSION => Err(StorageError::new(
+                ErrorKind::Unsupported,
+                Operation::Connect,
+                format!(
+                    "the server's `search` module is {}, engram needs {} or newer (vector search with KNN and DIALECT 2)",
+                    m.version_string(),
+                    format_module_version(MIN_SEARCH_VERSION)
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn module_list(&self) -> String {
+        if self.modules.is_empty() {
+            "none".to_owned()
+        } else {
+            self.modules
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
+
+/// A connected, checked client pool to Redis Stack.
+pub struct RedisConnection {
+    pool: Pool,
+    command_timeout: Duration,
+    server: ServerInfo,
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // fred's own Config prints the password; show only what is safe.
+        f.debug_struct("RedisConnection")
+            .field("server_version", &self.server.version)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnection {
+    /// Connects, then checks the server's modules.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a URL fred cannot use, [`ErrorKind::Unsupported`] when TLS
+    /// is asked for (not built in yet) or the server lacks RediSearch 2.10,
+    /// [`ErrorKind::Auth`] for refused credentials, [`ErrorKind::Unavailable`] or
+    /// [`ErrorKind::Timeout`] when the server cannot be reached in `connect_timeout`.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, StorageError> {
+        let pool = build_pool(config)?;
+        // `init` waits for the first connection; fail_fast (fred's default) makes a refused
+        // connection an error instead of a reconnection loop. Bound it by the connect timeout
+        // in case the server accepts TCP but never answers.
+        let connected = tokio::time::timeout(config.connect_timeout, pool.init()).await;
+        match connected {
+            Err(_) => {
+                let _ = pool.quit().await;
+                return Err(StorageError::new(
+                    ErrorKind::Timeout,
+                    Operation::Connect,
+                    format!(
+                        "no answer from {} within {:?}",
+                        config.url, config.connect_timeout
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                return Err(classify(Operation::Connect, e));
+            }
+            Ok(Ok(_handle)) => {}
+        }
+        let mut this = Self {
+            pool,
+            command_timeout: config.command_timeout,
+            server: ServerInfo {
+                version: String::new(),
+                modules: Vec::new(),
+            },
+        };
+        let checked = async {
+            this.server = this.fetch_server_info().await?;
+            this.server.check_requirements()
+        }
+        .await;
+        if let Err(e) = checked {
+            this.disconnect().await;
+            return Err(e);
+        }
+        Ok(this)
+    }
+
+    /// The server's version and modules, as read at connection time.
+    pub fn server(&self) -> &ServerInfo {
+        &self.server
+    }
+
+    /// Sends `PING` and returns the round-trip time.
+    ///
+    /// # Errors
+    /// The classified fred error (see [`RedisConnection::connect`]).
+    pub async fn ping(&self) -> Result<Duration, StorageError> {
+        let start = Instant::now();
+        let _: String = self
+            .pool
+            .ping(None)
+            .await
+            .map_err(|e| classify(Operation::Ping, e))?;
+        Ok(start.elapsed())
+    }
+
+    /// Reads the server's version (`INFO server`) and modules (`MODULE LIST`).
+    ///
+    /// # Errors
+    /// The classified fred error, or [`ErrorKind::Protocol`] for a reply of an unknown shape.
+    pub async fn fetch_server_info(&self) -> Result<ServerInfo, StorageError> {
+        let op = Operation::Describe;
+        let info: String = self
+            .pool
+            .info(Some(fred::types::InfoKind::Server))
+            .await
+            .map_err(|e| classify(op, e))?;
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| v.trim().to_owned())
+            .ok_or_else(|| protocol(op, "INFO server has no redis_version"))?;
+        let reply: Value = self
+            .pool
+            .next()
+            .custom(fred::cmd!("MODULE"), vec!["LIST"])
+            .await
+            .map_err(|e| classify(op, e))?;
+        Ok(ServerInfo {
+            version,
+            modules: parse_module_list(reply)?,
+        })
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn disconnect(self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+fn protocol(op: Operation, message: impl Into<String>) -> StorageError {
+    StorageError::new(ErrorKind::Protocol, op, message)
+}
+
+/// Parses `MODULE LIST`: an array of flat `[name, n, ver, v, ...]` arrays (RESP2).
+fn parse_module_list(reply: Value) -> Result<Vec<ModuleInfo>, StorageError> {
+    let op = Operation::Describe;
+    let Value::Array(entries) = reply else {
+        return Err(protocol(op, "MODULE LIST did not return an array"));
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(fields) = entry else {
+                return Err(protocol(op, "MODULE LIST entry is not an array"));
+            };
+            let mut name = None;
+            let mut version = None;
+            for pair in fields.chunks(2) {
+                match (pair[0].as_str().as_deref(), pair.get(1)) {
+                    (Some("name"), Some(v)) => name = v.as_string(),
+                    (Some("ver"), Some(v)) => {
+                        version = v.as_u64().and_then(|v| u32::try_from(v).ok())
+                    }
+                    _ => {}
+                }
+            }
+            match (name, version) {
+                (Some(name), Some(version)) => Ok(ModuleInfo { name, version }),
+                _ => Err(protocol(op, "MODULE LIST entry lacks name or ver")),
+            }
+        })
+        .collect()
+}
+
+fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
+    let op = Operation::Connect;
+    if config.tls_enabled() {
+        return Err(StorageError::new(
+            ErrorKind::Unsupported,
+            op,
+            "TLS connections are not built into this version of engram yet (they arrive with the Redis backend); use a redis:// or unix:// URL",
+        ));
+    }
+    // fred spells Unix sockets `redis+unix://`; engram also accepts `unix://`.
+    let url = match config.url.expose().strip_prefix("unix://") {
+        Some(rest) => format!("redis+unix://{rest}"),
+        None => config.url.expose().to_owned(),
+    };
+    let mut fred_config = FredConfig::from_url(&url).map_err(|e| {
+        // fred's message may quote the URL; never pass it on.
+        StorageError::new(
+            ErrorKind::InvalidInput,
+            op,
+            format!("fred cannot use redis.url: {:?}", e.kind()),
+        )
+    })?;
+    fred_config.version = RespVersion::RESP2;
+    if let Some(user) = config.effective_username() {
+        fred_config.username = Some(user);
+    }
+    if let Some(password) = config.effective_password() {
+        fred_config.password = Some(password.expose().to_owned());
+    }
+    fred_config.database = Some(0);
+
+    let connection = ConnectionConfig {
+        connection_timeout: config.connect_timeout,
+        internal_command_timeout: config.command_timeout,
+        // One attempt per command: retries belong to engram's retry layer, which knows the
+        // operation's idempotency and the retry budget.
+        max_command_attempts: 1,
+        ..ConnectionConfig::default()
+    };
+    let performance = PerformanceConfig {
+        default_command_timeout: config.command_timeout,
+        ..PerformanceConfig::default()
+    };
+    let r = &config.reconnect;
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let mut policy =
+        ReconnectPolicy::new_exponential(0, millis(r.min_delay), millis(r.max_delay), 2);
+    policy.set_jitter(millis(r.jitter));
+
+    fred::types::Builder::from_config(fred_config)
+        .set_connection_config(connection)
+        .set_performance_config(performance)
+        .set_policy(policy)
+        .build_pool(config.pool_size as usize)
+        .map_err(|e| classify(op, e))
+}
+
+/// Classifies a fred error. fred reports most server errors with a catch-all kind, so the
+/// server's error prefix decides; this is the only place that reads error text.
+fn classify(op: Operation, error: FredError) -> StorageError {
+    let details = error.details().to_owned();
+    let kind = match error.kind() {
+        FredKind::IO | FredKind::Canceled => ErrorKind::Unavailable,
+        FredKind::Timeout => ErrorKind::Timeout,
+        FredKind::Backpressure => ErrorKind::Backpressure,
+        FredKind::Auth => ErrorKind::Auth,
+        FredKind::Protocol | FredKind::Parse => ErrorKind::Protocol,
+        FredKind::Url | FredKind::Config | FredKind::InvalidArgument | FredKind::InvalidCommand => {
+            ErrorKind::InvalidInput
+        }
+        FredKind::NotFound => ErrorKind::NotFound,
+        _ => classify_server_reply(&details),
+    };
+    let message = match error.kind() {
+        // Configuration errors may quote the URL with its credentials.
+        FredKind::Url | FredKind::Config => {
+            format!("invalid client configuration ({:?})", error.kind())
+        }
+        _ => details,
+    };
+    StorageError::new(kind, op, message).with_source(SourceError(format!("{:?}", error.kind())))
+}
+
+/// Classifies a server error reply by its prefix.
+fn classify_server_reply(details: &str) -> ErrorKind {
+    let upper = details.trim_start().to_ascii_uppercase();
+    let prefix = upper.split_whitespace().next().unwrap_or("");
+    match prefix {
+        "OOM" => ErrorKind::OutOfMemory,
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => ErrorKind::Unavailable,
+        "READONLY" | "NOPERM" => ErrorKind::PermissionDenied,
+        "WRONGPASS" | "NOAUTH" => ErrorKind::Auth,
+        _ if upper.contains("UNKNOWN INDEX NAME") || upper.contains("NO SUCH INDEX") => {
+            ErrorKind::IndexMissing
+        }
+        _ => ErrorKind::Unexpected,
+    }
+}
+
+/// The fred error kind kept as the source, without fred's details (which may quote input).
+#[derive(Debug)]
+struct SourceError(String);
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fred error kind {}", self.0)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(modules: &[(&str, u32)]) -> ServerInfo {
+        ServerInfo {
+            version: "7.4.1".into(),
+            modules: modules
+                .iter()
+                .map(|(n, v)| ModuleInfo {
+                    name: (*n).into(),
+                    version: *v,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn requirements_name_what_is_missing() {
+        assert!(
+            server(&[("search", 21005), ("ReJSON", 20803)])
+                .check_requirements()
+                .is_ok()
+        );
+        let e = server(&[("ReJSON", 20803)])
+            .check_requirements()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(
+            e.message().contains("no `search` module") && e.message().contains("ReJSON 2.8.3"),
+            "{e}"
+        );
+        let e = server(&[("search", 20806)])
+            .check_requirements()
+            .unwrap_err();
+        assert!(
+            e.message().contains("2.8.6") && e.message().contains("2.10.0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn server_replies_are_classified_by_prefix() {
+        let cases = [
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                ErrorKind::OutOfMemory,
+            ),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "BUSY Redis is busy running a script.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                "NOPERM User bob has no permissions to run the 'hset' command",
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                "WRONGPASS invalid username-password pair or user is disabled.",
+                ErrorKind::Auth,
+            ),
+            ("NOAUTH Authentication required.", ErrorKind::Auth),
+            ("Unknown index name", ErrorKind::IndexMissing),
+            ("idx: no such index", ErrorKind::IndexMissing),
+            ("Syntax error at offset 3 near foo", ErrorKind::Unexpected),
+        ];
+        for (reply, kind) in cases {
+            assert_eq!(classify_server_reply(reply), kind, "{reply}");
+        }
+    }
+
+    #[test]
+    fn fred_kinds_are_classified() {
+        let cases = [
+            (FredKind::IO, ErrorKind::Unavailable),
+            (FredKind::Canceled, ErrorKind::Unavailable),
+            (FredKind::Timeout, ErrorKind::Timeout),
+            (FredKind::Backpressure, ErrorKind::Backpressure),
+            (FredKind::Auth, ErrorKind::Auth),
+            (FredKind::Unknown, ErrorKind::Unexpected),
+        ];
+        for (fred_kind, kind) in cases {
+            let e = classify(Operation::Get, FredError::new(fred_kind.clone(), "x"));
+            assert_eq!(e.kind(), kind, "{fred_kind:?}");
+        }
+        let oom = classify(
+            Operation::Put,
+            FredError::new(FredKind::Unknown, "OOM command not allowed"),
+        );
+        assert_eq!(oom.kind(), ErrorKind::OutOfMemory);
+        assert!(!oom.is_temporary());
+    }
+
+    #[test]
+    fn url_errors_never_quote_the_url() {
+        let e = classify(
+            Operation::Connect,
+            FredError::new(FredKind::Url, "bad url redis://u:secret@h"),
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn module_versions_format() {
+        assert_eq!(format_module_version(21005), "2.10.5");
+        assert_eq!(format_module_version(20803), "2.8.3");
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests of engram across its crates; the tests live in `tests/`.
