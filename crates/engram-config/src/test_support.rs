@@ -39,3 +39,18 @@ pub fn test_server() -> Result<TestServer, String> {
         )),
     })
 }
+
+/// The URL tests should use, or `None` after printing why the test skips.
+///
+/// # Panics
+/// Under `CI=true` with no `ENGRAM_TEST_REDIS_URL`: CI must not pass by skipping.
+pub fn require_server(test: &str) -> Option<RedisUrl> {
+    match test_server() {
+        Ok(TestServer::Available(url)) => Some(url),
+        Ok(TestServer::Skip(why)) => {
+            eprintln!("skipping {test}: {why}");
+            None
+        }
+        Err(why) => panic!("{test}: {why}"),
+    }
+}
