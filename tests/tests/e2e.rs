@@ -9,7 +9,9 @@ use engram_storage::redis::RedisConnection;
 
 #[tokio::test]
 async fn a_config_file_connects_to_redis_stack() -> anyhow::Result<()> {
-    let Some(url) = require_server("a_config_file_connects_to_redis_stack") else { return Ok(()) };
+    let Some(url) = require_server("a_config_file_connects_to_redis_stack") else {
+        return Ok(());
+    };
     let dir = std::env::temp_dir().join(format!("engram-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("engram.toml");

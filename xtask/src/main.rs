@@ -74,7 +74,9 @@ fn run(args: &[&str]) -> Result<ExitCode> {
         }
         ["stack", "down"] => {
             if std::env::var_os(EXTERNAL_URL_VAR).is_some() {
-                eprintln!("xtask: {EXTERNAL_URL_VAR} is set; the external server is not ours to stop");
+                eprintln!(
+                    "xtask: {EXTERNAL_URL_VAR} is set; the external server is not ours to stop"
+                );
             }
             if stack.down()? {
                 eprintln!("xtask: stopped");
@@ -83,7 +85,9 @@ fn run(args: &[&str]) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ["stack", "status"] => Ok(if stack.status()? { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        ["stack", "status"] => {
+            Ok(if stack.status()? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         ["stack", "url"] => {
             println!("{}", stack.url()?);
             Ok(ExitCode::SUCCESS)
@@ -96,7 +100,9 @@ fn run(args: &[&str]) -> Result<ExitCode> {
             for (name, v) in &running.facts.modules {
                 println!("  module {name} {}.{}.{}", v / 10_000, (v / 100) % 100, v % 100);
             }
-            println!("(the scripted agent session arrives with the CLI issue; stop the server with `cargo xtask stack down`)");
+            println!(
+                "(the scripted agent session arrives with the CLI issue; stop the server with `cargo xtask stack down`)"
+            );
             Ok(ExitCode::SUCCESS)
         }
         _ => {
@@ -116,7 +122,10 @@ fn parse_flags<'a>(args: &[&'a str], known: &[&str]) -> Result<Vec<&'a str>> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Stops the server on drop when this run started it, so that a failing or panicking step
@@ -155,14 +164,21 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         ok
     };
     let cargo_step = |args: &[&str], env: &[(&str, &str)]| -> Result<bool> {
-        let status = Command::new(&cargo).args(args).envs(env.iter().copied()).current_dir(root).status()
+        let status = Command::new(&cargo)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(root)
+            .status()
             .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
         Ok(status.success())
     };
 
     let fmt_ok = step("cargo fmt --check", &mut || cargo_step(&["fmt", "--all", "--check"], &[]));
     let clippy_ok = step("cargo clippy", &mut || {
-        cargo_step(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], &[])
+        cargo_step(
+            &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
+            &[],
+        )
     });
     let mut url = None;
     let mut guard = StopOnDrop { stack, armed: false };
@@ -181,8 +197,13 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
     });
     let tests_ok = match &url {
         Some(url) => step("cargo test", &mut || {
-            cargo_step(&["test", "--workspace", "--all-targets", "--locked"], &[(EXTERNAL_URL_VAR, url), ("CI", "true")])
-                .and_then(|ok| Ok(ok && cargo_step(&["test", "--workspace", "--doc", "--locked"], &[])?))
+            cargo_step(
+                &["test", "--workspace", "--all-targets", "--locked"],
+                &[(EXTERNAL_URL_VAR, url), ("CI", "true")],
+            )
+            .and_then(|ok| {
+                Ok(ok && cargo_step(&["test", "--workspace", "--doc", "--locked"], &[])?)
+            })
         }),
         None => false,
     };
@@ -190,7 +211,12 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
 
     eprintln!("\nxtask ci: summary");
     for (name, took, ok) in &timings {
-        eprintln!("  {:<20} {:>8.1}s  {}", name, took.as_secs_f64(), if *ok { "ok" } else { "FAILED" });
+        eprintln!(
+            "  {:<20} {:>8.1}s  {}",
+            name,
+            took.as_secs_f64(),
+            if *ok { "ok" } else { "FAILED" }
+        );
     }
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
     if fmt_ok && clippy_ok && stack_ok && tests_ok {

@@ -53,12 +53,20 @@ impl Target {
     /// Parses `redis://[user[:password]@]host[:port][/db]` or `unix:///path` (also
     /// `redis+unix://`). TLS URLs cannot be checked without a TLS stack and are refused.
     pub(crate) fn parse(url: &str) -> Result<Target> {
-        if let Some(path) = url.strip_prefix("unix://").or_else(|| url.strip_prefix("redis+unix://")) {
+        if let Some(path) =
+            url.strip_prefix("unix://").or_else(|| url.strip_prefix("redis+unix://"))
+        {
             let path = path.split('?').next().unwrap_or(path);
-            return Ok(Target { address: Address::Unix(path.to_owned()), username: None, password: None });
+            return Ok(Target {
+                address: Address::Unix(path.to_owned()),
+                username: None,
+                password: None,
+            });
         }
         if url.starts_with("rediss://") {
-            bail!("xtask cannot check a TLS (rediss://) server; point ENGRAM_TEST_REDIS_URL at a redis:// URL");
+            bail!(
+                "xtask cannot check a TLS (rediss://) server; point ENGRAM_TEST_REDIS_URL at a redis:// URL"
+            );
         }
         let Some(rest) = url.strip_prefix("redis://") else {
             bail!("the URL must start with redis://, unix:// or redis+unix://");
@@ -71,7 +79,9 @@ impl Target {
         let (username, password) = match userinfo {
             None => (None, None),
             Some(u) => match u.split_once(':') {
-                Some((user, pass)) => ((!user.is_empty()).then(|| user.to_owned()), Some(pass.to_owned())),
+                Some((user, pass)) => {
+                    ((!user.is_empty()).then(|| user.to_owned()), Some(pass.to_owned()))
+                }
                 None => (Some(u.to_owned()), None),
             },
         };
@@ -99,13 +109,15 @@ impl Conn {
                             .ok_or_else(|| std::io::Error::other("no address"))
                     })
                     .with_context(|| format!("cannot resolve {addr}"))?;
-                let s = TcpStream::connect_timeout(&sock, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+                let s = TcpStream::connect_timeout(&sock, timeout)
+                    .with_context(|| format!("cannot connect to {addr}"))?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
                 Box::new(s)
             }
             Address::Unix(path) => {
-                let s = UnixStream::connect(path).with_context(|| format!("cannot connect to {path}"))?;
+                let s = UnixStream::connect(path)
+                    .with_context(|| format!("cannot connect to {path}"))?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
                 Box::new(s)
@@ -217,7 +229,9 @@ pub(crate) fn server_facts(conn: &mut Conn) -> Result<ServerFacts> {
     match conn.call(&["MODULE", "LIST"])? {
         Reply::Array(Some(entries)) => {
             for entry in entries {
-                let Reply::Array(Some(fields)) = entry else { continue };
+                let Reply::Array(Some(fields)) = entry else {
+                    continue;
+                };
                 let mut name = None;
                 let mut ver = None;
                 for pair in fields.chunks(2) {
@@ -250,7 +264,10 @@ mod tests {
         let t = Target::parse("redis://:pw@localhost").unwrap();
         assert_eq!(t.address, Address::Tcp("localhost:6379".into()));
         assert_eq!((t.username, t.password.as_deref()), (None, Some("pw")));
-        assert_eq!(Target::parse("unix:///tmp/r.sock?db=0").unwrap().address, Address::Unix("/tmp/r.sock".into()));
+        assert_eq!(
+            Target::parse("unix:///tmp/r.sock?db=0").unwrap().address,
+            Address::Unix("/tmp/r.sock".into())
+        );
         assert!(Target::parse("rediss://h").is_err());
         assert!(Target::parse("http://h").is_err());
     }

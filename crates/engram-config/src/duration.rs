@@ -68,9 +68,7 @@ mod tests {
 
     #[test]
     fn bad_duration_says_what_was_expected() {
-        let err = toml::from_str::<T>(r#"ttl = "soon""#)
-            .unwrap_err()
-            .to_string();
+        let err = toml::from_str::<T>(r#"ttl = "soon""#).unwrap_err().to_string();
         assert!(err.contains("invalid duration `soon`"), "{err}");
     }
 }

@@ -86,8 +86,7 @@ impl Default for IndexConfig {
 pub fn is_safe_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 impl IndexConfig {
@@ -96,28 +95,20 @@ impl IndexConfig {
         c.check(is_safe_identifier(&self.name), "index.name", || {
             format!("({:?}) must be {charset}", self.name)
         });
-        c.check(
-            is_safe_identifier(&self.key_prefix),
-            "index.key_prefix",
-            || format!("({:?}) must be {charset}", self.key_prefix),
-        );
-        c.check(
-            (1..=32_768).contains(&self.dimension),
-            "index.dimension",
-            || format!("({}) must be between 1 and 32768", self.dimension),
-        );
+        c.check(is_safe_identifier(&self.key_prefix), "index.key_prefix", || {
+            format!("({:?}) must be {charset}", self.key_prefix)
+        });
+        c.check((1..=32_768).contains(&self.dimension), "index.dimension", || {
+            format!("({}) must be between 1 and 32768", self.dimension)
+        });
         c.check((2..=512).contains(&self.m), "index.m", || {
             format!("({}) must be between 2 and 512", self.m)
         });
-        c.check(
-            (1..=4096).contains(&self.ef_construction),
-            "index.ef_construction",
-            || format!("({}) must be between 1 and 4096", self.ef_construction),
-        );
-        c.check(
-            (1..=4096).contains(&self.ef_runtime),
-            "index.ef_runtime",
-            || format!("({}) must be between 1 and 4096", self.ef_runtime),
-        );
+        c.check((1..=4096).contains(&self.ef_construction), "index.ef_construction", || {
+            format!("({}) must be between 1 and 4096", self.ef_construction)
+        });
+        c.check((1..=4096).contains(&self.ef_runtime), "index.ef_runtime", || {
+            format!("({}) must be between 1 and 4096", self.ef_runtime)
+        });
     }
 }

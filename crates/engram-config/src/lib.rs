@@ -121,19 +121,13 @@ impl Config {
         let mut sources = Figment::new();
         if let Some(path) = file {
             // figment ignores a missing file; a file that was named must exist.
-            std::fs::metadata(path).map_err(|e| ConfigError::File {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+            std::fs::metadata(path)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), message: e.to_string() })?;
             sources = sources.merge(Toml::file(path));
         }
         sources = sources.merge(Env::prefixed(ENV_PREFIX).split(ENV_SEPARATOR));
         if !sources.contains("redis.url") {
-            sources = sources.merge(
-                Env::raw()
-                    .only(&[REDIS_URL_VAR])
-                    .map(|_| "redis.url".into()),
-            );
+            sources = sources.merge(Env::raw().only(&[REDIS_URL_VAR]).map(|_| "redis.url".into()));
         }
         Config::extract(sources)
     }
@@ -175,8 +169,7 @@ impl Config {
         let mut c = problems::Collector::default();
         self.redis.validate(&mut c);
         self.retry.validate(&mut c);
-        self.circuit_breaker
-            .validate(self.redis.command_timeout, &mut c);
+        self.circuit_breaker.validate(self.redis.command_timeout, &mut c);
         self.health.validate(&mut c);
         self.index.validate(&mut c);
         self.memory.validate(&mut c);
@@ -198,10 +191,9 @@ fn render(error: figment::Error) -> Problems {
                 let path = e.path.join(".");
                 let source = e.metadata.as_ref().map(|m| match &m.source {
                     Some(figment::Source::File(file)) => format!(" (from {})", file.display()),
-                    _ if m.name.contains(ENV_PREFIX) => format!(
-                        " (from {ENV_PREFIX}{})",
-                        e.path.join(ENV_SEPARATOR).to_uppercase()
-                    ),
+                    _ if m.name.contains(ENV_PREFIX) => {
+                        format!(" (from {ENV_PREFIX}{})", e.path.join(ENV_SEPARATOR).to_uppercase())
+                    }
                     _ if m.name.contains(REDIS_URL_VAR) => format!(" (from {REDIS_URL_VAR})"),
                     _ => format!(" (from {})", m.name),
                 });
@@ -211,15 +203,8 @@ fn render(error: figment::Error) -> Problems {
                 } else {
                     e.kind.to_string()
                 };
-                let path = if path.is_empty() {
-                    "<root>".to_owned()
-                } else {
-                    path
-                };
-                Problem {
-                    path,
-                    message: format!("{message}{source}"),
-                }
+                let path = if path.is_empty() { "<root>".to_owned() } else { path };
+                Problem { path, message: format!("{message}{source}") }
             })
             .collect(),
     )

@@ -40,11 +40,9 @@ impl MemoryPolicy {
 
     fn validate(&self, path: &str, c: &mut Collector) {
         if let Some(ttl) = self.ttl {
-            c.check(
-                ttl >= Duration::from_millis(1),
-                &format!("{path}.ttl"),
-                || "must be at least 1ms, or \"none\"".to_owned(),
-            );
+            c.check(ttl >= Duration::from_millis(1), &format!("{path}.ttl"), || {
+                "must be at least 1ms, or \"none\"".to_owned()
+            });
         }
         let ratio = self.ttl_jitter_ratio;
         c.check(

@@ -31,9 +31,6 @@ impl Default for ObservabilityConfig {
 
 impl ObservabilityConfig {
     pub(crate) fn validate(&self, c: &mut Collector) {
-        c.nonzero(
-            self.slow_operation_threshold,
-            "observability.slow_operation_threshold",
-        );
+        c.nonzero(self.slow_operation_threshold, "observability.slow_operation_threshold");
     }
 }

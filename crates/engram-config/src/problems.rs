@@ -36,11 +36,7 @@ impl Problems {
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(
-            f,
-            "{n} configuration problem{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{n} configuration problem{}:", if n == 1 { "" } else { "s" })?;
         for p in &self.0 {
             write!(f, "\n  - {p}")?;
         }
@@ -57,10 +53,7 @@ pub(crate) struct Collector {
 impl Collector {
     /// Records a problem for `path`.
     pub(crate) fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_owned(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { path: path.to_owned(), message: message.into() });
     }
 
     /// Records a problem when `ok` is false.
@@ -72,33 +65,23 @@ impl Collector {
 
     /// Checks that a ratio is finite and inside `[lo, hi]`.
     pub(crate) fn ratio(&mut self, value: f64, lo: f64, hi: f64, path: &str) {
-        self.check(
-            value.is_finite() && value >= lo && value <= hi,
-            path,
-            || format!("({value}) must be between {lo} and {hi}"),
-        );
+        self.check(value.is_finite() && value >= lo && value <= hi, path, || {
+            format!("({value}) must be between {lo} and {hi}")
+        });
     }
 
     /// Checks that a duration is not zero.
     pub(crate) fn nonzero(&mut self, value: std::time::Duration, path: &str) {
-        self.check(!value.is_zero(), path, || {
-            "must be greater than zero".to_owned()
-        });
+        self.check(!value.is_zero(), path, || "must be greater than zero".to_owned());
     }
 
     /// Checks that an integer is at least `min`.
     pub(crate) fn at_least(&mut self, value: u64, min: u64, path: &str) {
-        self.check(value >= min, path, || {
-            format!("({value}) must be at least {min}")
-        });
+        self.check(value >= min, path, || format!("({value}) must be at least {min}"));
     }
 
     /// Ends collection: `Ok` when nothing was found.
     pub(crate) fn finish(self) -> Result<(), Problems> {
-        if self.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Problems(self.problems))
-        }
+        if self.problems.is_empty() { Ok(()) } else { Err(Problems(self.problems)) }
     }
 }

@@ -20,10 +20,7 @@ pub struct RedisConfig {
     /// Default: `redis://127.0.0.1:6379`.
     pub url: RedisUrl,
     /// ACL user name. Default: none (the URL's, else the `default` user).
-    #[serde(
-        with = "crate::lenient::opt_string",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "crate::lenient::opt_string", skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Password (secret; never shown). Default: none (the URL's, else no `AUTH`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,16 +142,12 @@ impl RedisUrl {
 
     /// Whether the scheme asks for TLS (`rediss://`).
     pub fn is_tls(&self) -> bool {
-        self.parse()
-            .map(|u| u.scheme() == "rediss")
-            .unwrap_or(false)
+        self.parse().map(|u| u.scheme() == "rediss").unwrap_or(false)
     }
 
     /// Whether the URL names a Unix socket.
     pub fn is_unix(&self) -> bool {
-        self.parse()
-            .map(|u| u.scheme().ends_with("unix"))
-            .unwrap_or(false)
+        self.parse().map(|u| u.scheme().ends_with("unix")).unwrap_or(false)
     }
 
     /// The password inside the URL, if any.
@@ -175,15 +168,12 @@ impl RedisUrl {
         let url = self.parse().ok()?;
         if url.scheme().ends_with("unix") {
             return url.query_pairs().find(|(k, _)| k == "db").map(|(_, v)| {
-                v.parse::<u32>()
-                    .map_err(|_| format!("database `{v}` is not a number"))
+                v.parse::<u32>().map_err(|_| format!("database `{v}` is not a number"))
             });
         }
         let path = url.path().trim_start_matches('/');
-        (!path.is_empty()).then(|| {
-            path.parse::<u32>()
-                .map_err(|_| format!("database `{path}` is not a number"))
-        })
+        (!path.is_empty())
+            .then(|| path.parse::<u32>().map_err(|_| format!("database `{path}` is not a number")))
     }
 
     /// The URL with its password replaced by [`REDACTED`]; safe to print.
@@ -205,9 +195,7 @@ impl RedisUrl {
 
 fn percent_decode(s: &str) -> String {
     // The url crate keeps user info percent-encoded; the server wants the raw text.
-    percent_encoding::percent_decode_str(s)
-        .decode_utf8_lossy()
-        .into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 impl fmt::Debug for RedisUrl {
@@ -255,20 +243,16 @@ impl RedisConfig {
             Err(why) => c.push("redis.url", why),
             Ok(url) => {
                 if url.scheme().ends_with("unix") {
-                    c.check(
-                        !url.path().is_empty() && url.path() != "/",
-                        "redis.url",
-                        || "names no socket path (expected unix:///path/to/redis.sock)".to_owned(),
-                    );
+                    c.check(!url.path().is_empty() && url.path() != "/", "redis.url", || {
+                        "names no socket path (expected unix:///path/to/redis.sock)".to_owned()
+                    });
                     c.check(!self.tls.enabled, "redis.tls.enabled", || {
                         "is true but the URL is a Unix socket, which does not use TLS".to_owned()
                     });
                 } else {
-                    c.check(
-                        url.host_str().is_some_and(|h| !h.is_empty()),
-                        "redis.url",
-                        || "names no host".to_owned(),
-                    );
+                    c.check(url.host_str().is_some_and(|h| !h.is_empty()), "redis.url", || {
+                        "names no host".to_owned()
+                    });
                 }
                 if url.password().is_some() && self.password.is_some() {
                     c.push(
@@ -281,9 +265,7 @@ impl RedisConfig {
                 }
             }
         }
-        let database = self
-            .database
-            .or_else(|| self.url.database().and_then(Result::ok));
+        let database = self.database.or_else(|| self.url.database().and_then(Result::ok));
         if let Some(db) = database.filter(|db| *db != 0) {
             c.push(
                 "redis.database",
@@ -300,32 +282,23 @@ impl RedisConfig {
                     "is set but TLS is off (use a rediss:// URL or set redis.tls.enabled)",
                 );
             } else if !ca.is_file() {
-                c.push(
-                    "redis.tls.ca_path",
-                    format!("({}) is not a readable file", ca.display()),
-                );
+                c.push("redis.tls.ca_path", format!("({}) is not a readable file", ca.display()));
             }
         }
-        c.check(
-            (1..=64).contains(&self.pool_size),
-            "redis.pool_size",
-            || format!("({}) must be between 1 and 64", self.pool_size),
-        );
+        c.check((1..=64).contains(&self.pool_size), "redis.pool_size", || {
+            format!("({}) must be between 1 and 64", self.pool_size)
+        });
         c.nonzero(self.connect_timeout, "redis.connect_timeout");
         c.nonzero(self.command_timeout, "redis.command_timeout");
         let r = &self.reconnect;
         c.nonzero(r.min_delay, "redis.reconnect.min_delay");
-        c.check(
-            r.max_delay >= r.min_delay,
-            "redis.reconnect.max_delay",
-            || {
-                format!(
-                    "({}) is below redis.reconnect.min_delay ({})",
-                    duration::format(r.max_delay),
-                    duration::format(r.min_delay)
-                )
-            },
-        );
+        c.check(r.max_delay >= r.min_delay, "redis.reconnect.max_delay", || {
+            format!(
+                "({}) is below redis.reconnect.min_delay ({})",
+                duration::format(r.max_delay),
+                duration::format(r.min_delay)
+            )
+        });
     }
 }
 
@@ -338,10 +311,7 @@ mod tests {
         let url = RedisUrl::new("redis://alice:s3cr3t-pw@localhost:6380/0");
         for shown in [format!("{url}"), format!("{url:?}")] {
             assert!(!shown.contains("s3cr3t-pw"), "{shown}");
-            assert!(
-                shown.contains(REDACTED) && shown.contains("alice"),
-                "{shown}"
-            );
+            assert!(shown.contains(REDACTED) && shown.contains("alice"), "{shown}");
         }
         assert_eq!(url.password().unwrap().expose(), "s3cr3t-pw");
         assert_eq!(url.username().as_deref(), Some("alice"));
@@ -363,10 +333,7 @@ mod tests {
     fn database_from_url_path_and_unix_query() {
         assert_eq!(RedisUrl::new("redis://h:1/3").database(), Some(Ok(3)));
         assert_eq!(RedisUrl::new("redis://h:1").database(), None);
-        assert_eq!(
-            RedisUrl::new("unix:///tmp/r.sock?db=2").database(),
-            Some(Ok(2))
-        );
+        assert_eq!(RedisUrl::new("unix:///tmp/r.sock?db=2").database(), Some(Ok(2)));
         assert!(RedisUrl::new("redis://h/x").database().unwrap().is_err());
     }
 }

@@ -93,12 +93,7 @@ pub struct RetryBudgetConfig {
 
 impl Default for RetryBudgetConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            ratio: 0.1,
-            min_per_second: 10,
-            window: Duration::from_secs(10),
-        }
+        Self { enabled: true, ratio: 0.1, min_per_second: 10, window: Duration::from_secs(10) }
     }
 }
 
@@ -112,21 +107,12 @@ impl RetryConfig {
                 format(self.base_delay)
             )
         });
-        c.check(
-            self.multiplier.is_finite() && self.multiplier >= 1.0,
-            "retry.multiplier",
-            || {
-                format!(
-                    "({}) must be a finite number of at least 1.0",
-                    self.multiplier
-                )
-            },
-        );
-        c.check(
-            (1..=100).contains(&self.max_attempts),
-            "retry.max_attempts",
-            || format!("({}) must be between 1 and 100", self.max_attempts),
-        );
+        c.check(self.multiplier.is_finite() && self.multiplier >= 1.0, "retry.multiplier", || {
+            format!("({}) must be a finite number of at least 1.0", self.multiplier)
+        });
+        c.check((1..=100).contains(&self.max_attempts), "retry.max_attempts", || {
+            format!("({}) must be between 1 and 100", self.max_attempts)
+        });
         if let Some(total) = self.max_total_delay {
             c.check(total >= self.base_delay, "retry.max_total_delay", || {
                 format!(
@@ -202,11 +188,9 @@ impl CircuitBreakerConfig {
             "circuit_breaker.failure_rate_threshold",
             || format!("({rate}) must be above 0 and at most 1"),
         );
-        c.check(
-            (1..=10_000).contains(&self.window_size),
-            "circuit_breaker.window_size",
-            || format!("({}) must be between 1 and 10000", self.window_size),
-        );
+        c.check((1..=10_000).contains(&self.window_size), "circuit_breaker.window_size", || {
+            format!("({}) must be between 1 and 10000", self.window_size)
+        });
         c.check(
             self.minimum_calls >= 1 && self.minimum_calls <= self.window_size,
             "circuit_breaker.minimum_calls",
@@ -222,23 +206,15 @@ impl CircuitBreakerConfig {
         }
         c.nonzero(self.open_duration, "circuit_breaker.open_duration");
         if let Some(max) = self.max_open_duration {
-            c.check(
-                max >= self.open_duration,
-                "circuit_breaker.max_open_duration",
-                || {
-                    format!(
-                        "({}) is below circuit_breaker.open_duration ({})",
-                        format(max),
-                        format(self.open_duration)
-                    )
-                },
-            );
+            c.check(max >= self.open_duration, "circuit_breaker.max_open_duration", || {
+                format!(
+                    "({}) is below circuit_breaker.open_duration ({})",
+                    format(max),
+                    format(self.open_duration)
+                )
+            });
         }
-        c.at_least(
-            self.half_open_probes.into(),
-            1,
-            "circuit_breaker.half_open_probes",
-        );
+        c.at_least(self.half_open_probes.into(), 1, "circuit_breaker.half_open_probes");
         c.check(self.max_half_open_wait >= command_timeout, "circuit_breaker.max_half_open_wait", || {
             format!(
                 "({}) is below redis.command_timeout ({}), so a slow but live probe would lose its permit",
@@ -291,10 +267,6 @@ impl HealthConfig {
             )
         });
         c.at_least(self.healthy_threshold.into(), 1, "health.healthy_threshold");
-        c.at_least(
-            self.unhealthy_threshold.into(),
-            1,
-            "health.unhealthy_threshold",
-        );
+        c.at_least(self.unhealthy_threshold.into(), 1, "health.unhealthy_threshold");
     }
 }

@@ -23,9 +23,7 @@ pub enum TestServer {
 /// # Errors
 /// A message saying why the test cannot run, when `CI` is `true` or `1` and no URL is set.
 pub fn test_server() -> Result<TestServer, String> {
-    let url = std::env::var(TEST_REDIS_URL_VAR)
-        .ok()
-        .filter(|u| !u.trim().is_empty());
+    let url = std::env::var(TEST_REDIS_URL_VAR).ok().filter(|u| !u.trim().is_empty());
     let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
     Ok(match (url, ci) {
         (Some(url), _) => TestServer::Available(RedisUrl::new(url)),

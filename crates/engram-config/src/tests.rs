@@ -23,10 +23,7 @@ fn assert_one_problem(config: &Config, path: &str, needle: &str) {
     let problems = config.validate().expect_err("config should be invalid");
     assert_eq!(problems.0.len(), 1, "expected one problem, got {problems}");
     assert_eq!(problems.0[0].path, path, "{problems}");
-    assert!(
-        problems.0[0].message.contains(needle),
-        "`{needle}` not in {problems}"
-    );
+    assert!(problems.0[0].message.contains(needle), "`{needle}` not in {problems}");
 }
 
 fn with(f: impl FnOnce(&mut Config)) -> Config {
@@ -43,14 +40,8 @@ fn defaults_are_valid_and_documented_values() {
     assert_eq!(c.memory.short_term.ttl, Some(Duration::from_secs(4 * 3600)));
     assert_eq!(c.memory.working.ttl, Some(Duration::from_secs(3600)));
     assert_eq!(c.memory.episodic.ttl, Some(Duration::from_secs(7 * 86_400)));
-    assert_eq!(
-        c.memory.long_term.ttl,
-        Some(Duration::from_secs(30 * 86_400))
-    );
-    assert_eq!(
-        c.memory.semantic.ttl,
-        Some(Duration::from_secs(30 * 86_400))
-    );
+    assert_eq!(c.memory.long_term.ttl, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(c.memory.semantic.ttl, Some(Duration::from_secs(30 * 86_400)));
     assert!(c.observability.metrics_address.ip().is_loopback());
 }
 
@@ -60,10 +51,7 @@ fn example_message_from_the_issue() {
         c.retry.base_delay = Duration::from_millis(100);
         c.retry.max_delay = Duration::from_millis(50);
     });
-    assert_eq!(
-        problems_of(&c),
-        vec!["retry.max_delay (50ms) is below retry.base_delay (100ms)"]
-    );
+    assert_eq!(problems_of(&c), vec!["retry.max_delay (50ms) is below retry.base_delay (100ms)"]);
 }
 
 #[test]
@@ -91,11 +79,7 @@ fn every_problem_is_reported_at_once() {
             "observability.slow_operation_threshold",
         ]
     );
-    assert!(
-        problems
-            .to_string()
-            .starts_with("7 configuration problems:")
-    );
+    assert!(problems.to_string().starts_with("7 configuration problems:"));
 }
 
 #[test]
@@ -125,11 +109,7 @@ fn redis_rules() {
         "redis.database",
         "must be 0",
     );
-    assert_one_problem(
-        &with(|c| c.redis.database = Some(1)),
-        "redis.database",
-        "RediSearch",
-    );
+    assert_one_problem(&with(|c| c.redis.database = Some(1)), "redis.database", "RediSearch");
     assert_one_problem(
         &with(|c| {
             c.redis.url = RedisUrl::new("redis://:pw@h:1");
@@ -138,11 +118,7 @@ fn redis_rules() {
         "redis.password",
         "URL carries a password",
     );
-    assert_one_problem(
-        &with(|c| c.redis.password = Some("".into())),
-        "redis.password",
-        "is empty",
-    );
+    assert_one_problem(&with(|c| c.redis.password = Some("".into())), "redis.password", "is empty");
     assert_one_problem(
         &with(|c| {
             c.redis.url = RedisUrl::new("unix:///tmp/r.sock");
@@ -164,11 +140,7 @@ fn redis_rules() {
         "redis.tls.ca_path",
         "not a readable file",
     );
-    assert_one_problem(
-        &with(|c| c.redis.pool_size = 65),
-        "redis.pool_size",
-        "between 1 and 64",
-    );
+    assert_one_problem(&with(|c| c.redis.pool_size = 65), "redis.pool_size", "between 1 and 64");
     assert_one_problem(
         &with(|c| c.redis.connect_timeout = Duration::ZERO),
         "redis.connect_timeout",
@@ -219,16 +191,8 @@ fn retry_rules() {
         "retry.base_delay",
         "greater than zero",
     );
-    assert_one_problem(
-        &with(|c| c.retry.multiplier = 0.5),
-        "retry.multiplier",
-        "at least 1.0",
-    );
-    assert_one_problem(
-        &with(|c| c.retry.multiplier = f64::NAN),
-        "retry.multiplier",
-        "finite",
-    );
+    assert_one_problem(&with(|c| c.retry.multiplier = 0.5), "retry.multiplier", "at least 1.0");
+    assert_one_problem(&with(|c| c.retry.multiplier = f64::NAN), "retry.multiplier", "finite");
     assert_one_problem(
         &with(|c| c.retry.max_attempts = 101),
         "retry.max_attempts",
@@ -249,10 +213,7 @@ fn retry_rules() {
         "retry.budget.window",
         "between 1s and 60s",
     );
-    assert_eq!(
-        problems_of(&with(|c| c.retry.max_total_delay = None)),
-        Vec::<String>::new()
-    );
+    assert_eq!(problems_of(&with(|c| c.retry.max_total_delay = None)), Vec::<String>::new());
 }
 
 #[test]
@@ -322,12 +283,7 @@ fn health_rules() {
         "at least 1",
     );
     let c = with(|c| c.health.interval = Duration::ZERO);
-    let paths: Vec<_> = c
-        .validate()
-        .unwrap_err()
-        .iter()
-        .map(|p| p.path.clone())
-        .collect();
+    let paths: Vec<_> = c.validate().unwrap_err().iter().map(|p| p.path.clone()).collect();
     assert_eq!(paths, ["health.interval", "health.timeout"]);
 }
 
@@ -338,11 +294,7 @@ fn index_rules() {
         "index.name",
         "letters, digits",
     );
-    assert_one_problem(
-        &with(|c| c.index.name = String::new()),
-        "index.name",
-        "1 to 64",
-    );
+    assert_one_problem(&with(|c| c.index.name = String::new()), "index.name", "1 to 64");
     assert_one_problem(
         &with(|c| c.index.key_prefix = "mem*".into()),
         "index.key_prefix",
@@ -388,10 +340,7 @@ fn memory_rules() {
         "memory.long_term.decay_half_life",
         "greater than zero",
     );
-    assert_eq!(
-        problems_of(&with(|c| c.memory.long_term.ttl = None)),
-        Vec::<String>::new()
-    );
+    assert_eq!(problems_of(&with(|c| c.memory.long_term.ttl = None)), Vec::<String>::new());
 }
 
 #[test]
@@ -403,11 +352,8 @@ fn password_never_appears_in_debug_or_errors() {
     });
     let c2 = with(|c| c.redis.password = Some(Secret::new(secret)));
     for config in [&c, &c2] {
-        for shown in [
-            format!("{config:?}"),
-            format!("{config:#?}"),
-            format!("{:?}", config.redis),
-        ] {
+        for shown in [format!("{config:?}"), format!("{config:#?}"), format!("{:?}", config.redis)]
+        {
             assert!(!shown.contains(secret), "secret leaked: {shown}");
         }
     }
@@ -444,30 +390,18 @@ fn loading_order_defaults_file_env_redis_url() {
         jail.set_env("ENGRAM__MEMORY__SHORT_TERM__TTL", "none");
         jail.set_env("REDIS_URL", "redis://from-redis-url:6379");
         let c = Config::load(Some("engram.toml".as_ref())).map_err(|e| e.to_string())?;
-        assert_eq!(
-            c.redis.url.expose(),
-            "redis://from-file:6379",
-            "file beats REDIS_URL"
-        );
+        assert_eq!(c.redis.url.expose(), "redis://from-file:6379", "file beats REDIS_URL");
         assert_eq!(c.redis.command_timeout, Duration::from_millis(250));
         assert_eq!(c.retry.max_attempts, 6, "env beats file");
         assert_eq!(c.retry.base_delay, Duration::from_millis(20));
-        assert_eq!(
-            c.retry.max_delay,
-            Duration::from_secs(2),
-            "untouched keys keep defaults"
-        );
+        assert_eq!(c.retry.max_delay, Duration::from_secs(2), "untouched keys keep defaults");
         assert_eq!(c.memory.working.ttl, None);
         assert_eq!(c.memory.short_term.ttl, None);
         assert_eq!(c.memory.episodic, Config::default().memory.episodic);
 
         jail.set_env("ENGRAM__REDIS__URL", "redis://from-env:6379");
         let c = Config::load(Some("engram.toml".as_ref())).map_err(|e| e.to_string())?;
-        assert_eq!(
-            c.redis.url.expose(),
-            "redis://from-env:6379",
-            "env beats file"
-        );
+        assert_eq!(c.redis.url.expose(), "redis://from-env:6379", "env beats file");
         Ok(())
     });
 }
@@ -491,19 +425,11 @@ fn numeric_looking_secrets_from_env_stay_text() {
         assert_eq!(c.redis.username.as_deref(), Some("42"));
         // figment reads 0012345 as the integer 12345; the leading zeros are what a
         // user would lose, so check that the digits at least arrive as text.
-        assert!(
-            c.redis
-                .password
-                .as_ref()
-                .is_some_and(|p| p.expose().ends_with("12345"))
-        );
+        assert!(c.redis.password.as_ref().is_some_and(|p| p.expose().ends_with("12345")));
         // Quoted, as docs/configuration.md advises, the value keeps its leading zeros.
         jail.set_env("ENGRAM__REDIS__PASSWORD", "\"0012345\"");
         let c = Config::load(None).map_err(|e| e.to_string())?;
-        assert_eq!(
-            c.redis.password.as_ref().map(Secret::expose),
-            Some("0012345")
-        );
+        assert_eq!(c.redis.password.as_ref().map(Secret::expose), Some("0012345"));
         Ok(())
     });
 }
@@ -580,11 +506,7 @@ fn leaf_keys(config: &Config) -> Vec<String> {
         match value {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let path = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                     walk(&path, v, out);
                 }
             }
@@ -605,32 +527,20 @@ fn every_key_is_documented_with_its_env_name() {
     assert!(keys.len() > 50, "only {} keys found", keys.len());
     let mut missing = Vec::new();
     for key in &keys {
-        let env = format!(
-            "{ENV_PREFIX}{}",
-            key.replace('.', ENV_SEPARATOR).to_uppercase()
-        );
+        let env = format!("{ENV_PREFIX}{}", key.replace('.', ENV_SEPARATOR).to_uppercase());
         if !doc.contains(&format!("`{key}`")) || !doc.contains(&format!("`{env}`")) {
             missing.push(key.clone());
         }
     }
-    assert!(
-        missing.is_empty(),
-        "keys missing from docs/configuration.md: {missing:?}"
-    );
+    assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
     // And the reverse: no documented key that the configuration does not have.
     let documented: Vec<&str> = doc
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
         .collect();
-    let stale: Vec<_> = documented
-        .iter()
-        .filter(|k| !keys.iter().any(|x| x == *k))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "documented keys that do not exist: {stale:?}"
-    );
+    let stale: Vec<_> = documented.iter().filter(|k| !keys.iter().any(|x| x == *k)).collect();
+    assert!(stale.is_empty(), "documented keys that do not exist: {stale:?}");
 }
 
 fn arb_duration() -> impl Strategy<Value = Duration> {

@@ -233,15 +233,8 @@ mod tests {
 
     #[test]
     fn display_names_operation_kind_and_message() {
-        let e = StorageError::new(
-            ErrorKind::Unsupported,
-            Operation::Connect,
-            "no search module",
-        );
-        assert_eq!(
-            e.to_string(),
-            "connect failed (unsupported): no search module"
-        );
+        let e = StorageError::new(ErrorKind::Unsupported, Operation::Connect, "no search module");
+        assert_eq!(e.to_string(), "connect failed (unsupported): no search module");
         assert_eq!(e.status(), RetryStatus::Permanent);
     }
 
@@ -252,11 +245,7 @@ mod tests {
         let e = e.into_persistent();
         assert_eq!(e.status(), RetryStatus::Persistent);
         let p = StorageError::new(ErrorKind::Auth, Operation::Get, "x").into_persistent();
-        assert_eq!(
-            p.status(),
-            RetryStatus::Permanent,
-            "a permanent error stays permanent"
-        );
+        assert_eq!(p.status(), RetryStatus::Permanent, "a permanent error stays permanent");
     }
 
     #[test]

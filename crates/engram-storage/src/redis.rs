@@ -100,11 +100,7 @@ impl ServerInfo {
         if self.modules.is_empty() {
             "none".to_owned()
         } else {
-            self.modules
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.modules.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         }
     }
 }
@@ -146,10 +142,7 @@ impl RedisConnection {
                 return Err(StorageError::new(
                     ErrorKind::Timeout,
                     Operation::Connect,
-                    format!(
-                        "no answer from {} within {:?}",
-                        config.url, config.connect_timeout
-                    ),
+                    format!("no answer from {} within {:?}", config.url, config.connect_timeout),
                 ));
             }
             Ok(Err(e)) => {
@@ -161,10 +154,7 @@ impl RedisConnection {
         let mut this = Self {
             pool,
             command_timeout: config.command_timeout,
-            server: ServerInfo {
-                version: String::new(),
-                modules: Vec::new(),
-            },
+            server: ServerInfo { version: String::new(), modules: Vec::new() },
         };
         let checked = async {
             this.server = this.fetch_server_info().await?;
@@ -189,11 +179,7 @@ impl RedisConnection {
     /// The classified fred error (see [`RedisConnection::connect`]).
     pub async fn ping(&self) -> Result<Duration, StorageError> {
         let start = Instant::now();
-        let _: String = self
-            .pool
-            .ping(None)
-            .await
-            .map_err(|e| classify(Operation::Ping, e))?;
+        let _: String = self.pool.ping(None).await.map_err(|e| classify(Operation::Ping, e))?;
         Ok(start.elapsed())
     }
 
@@ -219,10 +205,7 @@ impl RedisConnection {
             .custom(fred::cmd!("MODULE"), vec!["LIST"])
             .await
             .map_err(|e| classify(op, e))?;
-        Ok(ServerInfo {
-            version,
-            modules: parse_module_list(reply)?,
-        })
+        Ok(ServerInfo { version, modules: parse_module_list(reply)? })
     }
 
     /// Closes every connection of the pool.
@@ -386,65 +369,36 @@ mod tests {
             version: "7.4.1".into(),
             modules: modules
                 .iter()
-                .map(|(n, v)| ModuleInfo {
-                    name: (*n).into(),
-                    version: *v,
-                })
+                .map(|(n, v)| ModuleInfo { name: (*n).into(), version: *v })
                 .collect(),
         }
     }
 
     #[test]
     fn requirements_name_what_is_missing() {
-        assert!(
-            server(&[("search", 21005), ("ReJSON", 20803)])
-                .check_requirements()
-                .is_ok()
-        );
-        let e = server(&[("ReJSON", 20803)])
-            .check_requirements()
-            .unwrap_err();
+        assert!(server(&[("search", 21005), ("ReJSON", 20803)]).check_requirements().is_ok());
+        let e = server(&[("ReJSON", 20803)]).check_requirements().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(
             e.message().contains("no `search` module") && e.message().contains("ReJSON 2.8.3"),
             "{e}"
         );
-        let e = server(&[("search", 20806)])
-            .check_requirements()
-            .unwrap_err();
-        assert!(
-            e.message().contains("2.8.6") && e.message().contains("2.10.0"),
-            "{e}"
-        );
+        let e = server(&[("search", 20806)]).check_requirements().unwrap_err();
+        assert!(e.message().contains("2.8.6") && e.message().contains("2.10.0"), "{e}");
     }
 
     #[test]
     fn server_replies_are_classified_by_prefix() {
         let cases = [
-            (
-                "OOM command not allowed when used memory > 'maxmemory'.",
-                ErrorKind::OutOfMemory,
-            ),
-            (
-                "LOADING Redis is loading the dataset in memory",
-                ErrorKind::Unavailable,
-            ),
-            (
-                "BUSY Redis is busy running a script.",
-                ErrorKind::Unavailable,
-            ),
-            (
-                "READONLY You can't write against a read only replica.",
-                ErrorKind::PermissionDenied,
-            ),
+            ("OOM command not allowed when used memory > 'maxmemory'.", ErrorKind::OutOfMemory),
+            ("LOADING Redis is loading the dataset in memory", ErrorKind::Unavailable),
+            ("BUSY Redis is busy running a script.", ErrorKind::Unavailable),
+            ("READONLY You can't write against a read only replica.", ErrorKind::PermissionDenied),
             (
                 "NOPERM User bob has no permissions to run the 'hset' command",
                 ErrorKind::PermissionDenied,
             ),
-            (
-                "WRONGPASS invalid username-password pair or user is disabled.",
-                ErrorKind::Auth,
-            ),
+            ("WRONGPASS invalid username-password pair or user is disabled.", ErrorKind::Auth),
             ("NOAUTH Authentication required.", ErrorKind::Auth),
             ("Unknown index name", ErrorKind::IndexMissing),
             ("idx: no such index", ErrorKind::IndexMissing),
@@ -469,10 +423,8 @@ mod tests {
             let e = classify(Operation::Get, FredError::new(fred_kind.clone(), "x"));
             assert_eq!(e.kind(), kind, "{fred_kind:?}");
         }
-        let oom = classify(
-            Operation::Put,
-            FredError::new(FredKind::Unknown, "OOM command not allowed"),
-        );
+        let oom =
+            classify(Operation::Put, FredError::new(FredKind::Unknown, "OOM command not allowed"));
         assert_eq!(oom.kind(), ErrorKind::OutOfMemory);
         assert!(!oom.is_temporary());
     }

@@ -13,8 +13,11 @@ fn config_for(url: RedisUrl) -> RedisConfig {
 
 #[tokio::test]
 async fn connects_pings_and_finds_search_and_json() {
-    let Some(url) = require_server("connects_pings_and_finds_search_and_json") else { return };
-    let conn = RedisConnection::connect(&config_for(url)).await.expect("connects to the test server");
+    let Some(url) = require_server("connects_pings_and_finds_search_and_json") else {
+        return;
+    };
+    let conn =
+        RedisConnection::connect(&config_for(url)).await.expect("connects to the test server");
     let rtt = conn.ping().await.expect("PING answers");
     assert!(rtt < Duration::from_secs(2), "ping took {rtt:?}");
 
@@ -22,7 +25,11 @@ async fn connects_pings_and_finds_search_and_json() {
     let search = server.module("search").expect("search module loaded");
     assert!(search.version >= MIN_SEARCH_VERSION, "search {search} is older than 2.10");
     assert!(server.module("ReJSON").is_some(), "ReJSON not loaded: {:?}", server.modules);
-    assert!(server.version.starts_with('7') || server.version.starts_with('8'), "redis {}", server.version);
+    assert!(
+        server.version.starts_with('7') || server.version.starts_with('8'),
+        "redis {}",
+        server.version
+    );
 
     // A fresh read agrees with what connect saw.
     let again = conn.fetch_server_info().await.expect("server info");
@@ -32,11 +39,15 @@ async fn connects_pings_and_finds_search_and_json() {
 
 #[tokio::test]
 async fn wrong_credentials_are_an_auth_error_without_the_password() {
-    let Some(url) = require_server("wrong_credentials_are_an_auth_error_without_the_password") else { return };
+    let Some(url) = require_server("wrong_credentials_are_an_auth_error_without_the_password")
+    else {
+        return;
+    };
     let mut config = config_for(url);
     config.username = Some("engram-no-such-user".into());
     config.password = Some(Secret::new("wrong-pw-5c1d"));
-    let err = RedisConnection::connect(&config).await.expect_err("the server refuses unknown users");
+    let err =
+        RedisConnection::connect(&config).await.expect_err("the server refuses unknown users");
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     assert_eq!(err.operation(), Operation::Connect);
     assert!(!err.is_temporary(), "bad credentials are not worth retrying: {err}");
@@ -46,7 +57,9 @@ async fn wrong_credentials_are_an_auth_error_without_the_password() {
 #[tokio::test]
 async fn a_closed_port_fails_fast_as_unavailable() {
     // Run only where the other tests run, so a developer without a server sees one skip line.
-    let Some(_) = require_server("a_closed_port_fails_fast_as_unavailable") else { return };
+    let Some(_) = require_server("a_closed_port_fails_fast_as_unavailable") else {
+        return;
+    };
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
@@ -56,5 +69,9 @@ async fn a_closed_port_fails_fast_as_unavailable() {
     let err = RedisConnection::connect(&config).await.expect_err("nothing listens there");
     assert!(matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Timeout), "{err}");
     assert!(err.is_temporary(), "{err}");
-    assert!(started.elapsed() <= config.connect_timeout + Duration::from_secs(1), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= config.connect_timeout + Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
 }
