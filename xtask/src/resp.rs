@@ -204,6 +204,9 @@ impl ServerFacts {
     }
 
     pub(crate) fn describe_modules(&self) -> String {
+        if self.modules.is_empty() {
+            return "none".to_owned();
+        }
         self.modules
             .iter()
             .map(|(n, v)| format!("{n} {}.{}.{}", v / 10_000, (v / 100) % 100, v % 100))
