@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::problems::Collector;
 
 /// Vector index algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum VectorAlgorithm {
     /// Exact brute-force search: recall 1.0, cost linear in the number of vectors.
@@ -15,7 +15,7 @@ pub enum VectorAlgorithm {
 }
 
 /// Distance between vectors, with RediSearch's definitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum DistanceMetric {
     /// `1 - cosine similarity`; zero vectors are rejected.
@@ -27,7 +27,7 @@ pub enum DistanceMetric {
 }
 
 /// Element type of stored vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum VectorType {
     /// 32-bit IEEE floats.

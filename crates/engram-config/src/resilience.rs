@@ -8,7 +8,7 @@ use crate::duration::{self, format};
 use crate::problems::Collector;
 
 /// How the delay between retries grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackoffStrategy {
     /// The same delay (`base_delay`) before every retry.
@@ -20,7 +20,7 @@ pub enum BackoffStrategy {
 }
 
 /// How randomness spreads retries out (the AWS "exponential backoff and jitter" variants).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
     /// The computed delay as it is.

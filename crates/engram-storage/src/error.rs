@@ -96,6 +96,8 @@ pub enum RetryStatus {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
+    /// Checking caller input before any I/O.
+    Validate,
     /// Opening the connection and checking the server.
     Connect,
     /// A round trip to measure latency.
@@ -126,6 +128,7 @@ impl Operation {
     /// The lowercase, stable name of the operation, used in messages and as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {
+            Operation::Validate => "validate",
             Operation::Connect => "connect",
             Operation::Ping => "ping",
             Operation::Describe => "describe",
@@ -198,6 +201,25 @@ impl StorageError {
         if self.status == RetryStatus::Temporary {
             self.status = RetryStatus::Persistent;
         }
+        self
+    }
+
+    /// A copy of kind, status, operation and message, without the source (which need not be
+    /// cloneable); used to report one failure for many items.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            kind: self.kind,
+            status: self.status,
+            operation: self.operation,
+            message: self.message.clone(),
+            source: None,
+        }
+    }
+
+    /// The same error attributed to another operation (input checks run before the
+    /// operation is known to the caller).
+    pub fn for_operation(mut self, operation: Operation) -> Self {
+        self.operation = operation;
         self
     }
 

@@ -1,4 +1,6 @@
-//! Integration tests of engram-storage against a real Redis Stack (`ENGRAM_TEST_REDIS_URL`,
-//! exported by `cargo xtask ci`).
+//! Integration tests of engram-storage: the conformance suite on every backend, the layers,
+//! and the Redis Stack connection (`ENGRAM_TEST_REDIS_URL`, exported by `cargo xtask ci`).
 
 mod connection;
+mod in_process;
+mod layers;

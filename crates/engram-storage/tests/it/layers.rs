@@ -1,0 +1,197 @@
+//! The layers on paused time, in front of a scripted `FaultyBackend`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engram_config::{CircuitBreakerConfig, Config, Jitter, RetryConfig};
+use engram_resilience::{BreakerState, CircuitBreaker, NoopObserver, Retrier, TokioClock};
+use engram_storage::layers::{MetricsPolicy, StackBuilder, TimeoutPolicy};
+use engram_storage::testkit::conformance::record;
+use engram_storage::testkit::{Fault, FaultyBackend, suite_schema};
+use engram_storage::{
+    ErrorKind, InProcessBackend, Namespace, Operation, RecordId, RetryStatus, StorageBackend,
+};
+
+struct Rig {
+    faulty: Arc<FaultyBackend>,
+    stack: Arc<dyn StorageBackend>,
+    breaker: Option<Arc<CircuitBreaker>>,
+    ns: Namespace,
+}
+
+fn retry_config(max_attempts: u32) -> RetryConfig {
+    RetryConfig {
+        max_attempts,
+        jitter: Jitter::None,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        max_total_delay: None,
+        ..RetryConfig::default()
+    }
+}
+
+fn breaker_config() -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        minimum_calls: 4,
+        window_size: 10,
+        failure_rate_threshold: 0.5,
+        open_duration: Duration::from_secs(5),
+        half_open_probes: 1,
+        ..CircuitBreakerConfig::default()
+    }
+}
+
+async fn rig(retry: Option<RetryConfig>, breaker: Option<CircuitBreakerConfig>) -> Rig {
+    let inner = Arc::new(InProcessBackend::new());
+    let schema = suite_schema();
+    inner.ensure_index(&schema).await.expect("index");
+    let faulty = Arc::new(FaultyBackend::new(inner));
+    let mut b = StackBuilder::new(faulty.clone())
+        .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
+        .metrics(MetricsPolicy::new(Duration::from_millis(100)));
+    if let Some(r) = retry {
+        b = b.retry(Arc::new(Retrier::from_config(&r, Arc::new(TokioClock)).expect("retrier")));
+    }
+    if let Some(c) = breaker {
+        b = b.circuit_breaker(Arc::new(CircuitBreaker::new("test", &c).expect("breaker")));
+    }
+    let breaker = b.breaker().cloned();
+    Rig { faulty, stack: b.build(), breaker, ns: Namespace::new("layers").expect("ns") }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_temporary_errors_and_counts_attempts() {
+    let r = rig(Some(retry_config(3)), None).await;
+    r.faulty.script([Fault::Fail(ErrorKind::Unavailable), Fault::Fail(ErrorKind::Backpressure)]);
+    assert_eq!(r.stack.count(&r.ns).await.expect("third attempt succeeds"), 0);
+    assert_eq!(r.faulty.calls(Operation::Count), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_not_retried() {
+    let r = rig(Some(retry_config(5)), None).await;
+    r.faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
+    let e = r.stack.count(&r.ns).await.expect_err("fails");
+    assert_eq!((e.kind(), e.status()), (ErrorKind::OutOfMemory, RetryStatus::Permanent));
+    assert_eq!(r.faulty.calls(Operation::Count), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_retries_make_the_error_persistent() {
+    let r = rig(Some(retry_config(3)), None).await;
+    r.faulty.script(vec![Fault::Fail(ErrorKind::Unavailable); 5]);
+    let e = r.stack.count(&r.ns).await.expect_err("fails");
+    assert_eq!((e.kind(), e.status()), (ErrorKind::Unavailable, RetryStatus::Persistent));
+    assert_eq!(r.faulty.calls(Operation::Count), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_is_retried_only_for_idempotent_operations() {
+    let r = rig(Some(retry_config(3)), None).await;
+    r.faulty.script([Fault::Hang]);
+    let started = tokio::time::Instant::now();
+    assert_eq!(r.stack.count(&r.ns).await.expect("retried after the timeout"), 0);
+    assert_eq!(r.faulty.calls(Operation::Count), 2);
+    assert!(started.elapsed() >= Duration::from_millis(200), "the timeout fired after 200ms");
+
+    // touch counts accesses: after a timeout it may have run, so it is not run again.
+    r.faulty.script([Fault::Hang]);
+    let e = r
+        .stack
+        .touch(&r.ns, &RecordId::new("x").expect("id"), engram_storage::Timestamp(1), None)
+        .await
+        .expect_err("times out");
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    assert_eq!(r.faulty.calls(Operation::Touch), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_rejects_without_io_and_recovers() {
+    let r = rig(None, Some(breaker_config())).await;
+    let breaker = r.breaker.clone().expect("breaker");
+    r.faulty.script(vec![Fault::Fail(ErrorKind::Unavailable); 4]);
+    for _ in 0..4 {
+        assert_eq!(
+            r.stack.count(&r.ns).await.expect_err("scripted").kind(),
+            ErrorKind::Unavailable
+        );
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let e = r.stack.count(&r.ns).await.expect_err("rejected");
+    assert_eq!((e.kind(), e.status()), (ErrorKind::CircuitOpen, RetryStatus::Permanent));
+    assert_eq!(r.faulty.calls(Operation::Count), 4, "a rejected call reaches no backend");
+    let batch = r.stack.put_batch(vec![record(&r.ns, "a", [1.0; 4])]).await;
+    assert_eq!(batch.items[0].err().map(|e| e.kind()), Some(ErrorKind::CircuitOpen));
+    assert_eq!(r.faulty.calls(Operation::Put), 0);
+
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(r.stack.count(&r.ns).await.expect("the probe passes"), 0);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_stops_the_retry_loop_at_once() {
+    let r = rig(Some(retry_config(10)), Some(breaker_config())).await;
+    r.faulty.script(vec![Fault::Fail(ErrorKind::Unavailable); 20]);
+    let e = r.stack.count(&r.ns).await.expect_err("fails");
+    assert_eq!(e.kind(), ErrorKind::CircuitOpen, "{e}");
+    // Retry is outside the breaker: each attempt counted, and the 5th met an open breaker.
+    assert_eq!(r.faulty.calls(Operation::Count), 4);
+    assert_eq!(r.breaker.expect("breaker").snapshot().calls_in_window, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_retries_only_the_failed_items() {
+    let r = rig(Some(retry_config(3)), None).await;
+    let records: Vec<_> = ["a", "b", "c"].iter().map(|n| record(&r.ns, n, [1.0; 4])).collect();
+    r.faulty.script([Fault::FailItems(vec![
+        None,
+        Some(ErrorKind::Unavailable),
+        Some(ErrorKind::InvalidInput),
+    ])]);
+    let report = r.stack.put_batch(records).await;
+    assert!(report.items[0].ok().is_some() && report.items[1].ok().is_some(), "{:?}", report.items);
+    assert_eq!(report.items[2].err().map(|e| e.kind()), Some(ErrorKind::InvalidInput));
+    assert_eq!(r.faulty.batch_sizes(Operation::Put), [3, 1], "only the retryable item is re-sent");
+    assert_eq!(r.stack.count(&r.ns).await.expect("count"), 2);
+
+    r.faulty.script(vec![Fault::Fail(ErrorKind::Unavailable); 3]);
+    let report = r.stack.put_batch(vec![record(&r.ns, "d", [1.0; 4])]).await;
+    let e = report.items[0].err().expect("fails");
+    assert_eq!(e.status(), RetryStatus::Persistent, "{e}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_bounds_amplification_during_an_outage() {
+    let mut config = retry_config(3);
+    config.budget.ratio = 0.1;
+    config.budget.min_per_second = 1;
+    let r = rig(Some(config), None).await;
+    let logical: u32 = 1_000;
+    r.faulty.script(vec![Fault::Fail(ErrorKind::Unavailable); 10_000]);
+    for _ in 0..logical {
+        let _ = r.stack.count(&r.ns).await;
+    }
+    let attempts = r.faulty.calls(Operation::Count);
+    let amplification = attempts as f64 / f64::from(logical);
+    // Without a budget, 3 attempts each would make 3.0; the budget allows 10% plus a small floor.
+    assert!(amplification <= 1.15, "amplification {amplification} ({attempts} attempts)");
+    assert!(attempts > logical as usize, "some retries are allowed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn from_config_builds_every_layer() {
+    let inner = Arc::new(InProcessBackend::new());
+    let builder = StackBuilder::from_config(
+        inner,
+        &Config::default(),
+        "redis",
+        Arc::new(TokioClock),
+        Arc::new(NoopObserver),
+    )
+    .expect("default config builds");
+    assert!(builder.breaker().is_some());
+    let stack = builder.build();
+    let e = stack.count(&Namespace::new("x").expect("ns")).await.expect_err("no index yet");
+    assert_eq!(e.kind(), ErrorKind::IndexMissing);
+}
