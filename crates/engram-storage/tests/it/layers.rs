@@ -195,3 +195,120 @@ async fn from_config_builds_every_layer() {
     let e = stack.count(&Namespace::new("x").expect("ns")).await.expect_err("no index yet");
     assert_eq!(e.kind(), ErrorKind::IndexMissing);
 }
+
+/// A metric's value in a debugging-recorder snapshot, by name and labels.
+fn metric<'a>(
+    snapshot: &'a [(
+        metrics_util::CompositeKey,
+        Option<metrics::Unit>,
+        Option<metrics::SharedString>,
+        metrics_util::debugging::DebugValue,
+    )],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a metrics_util::debugging::DebugValue> {
+    snapshot.iter().find_map(|(key, _, _, value)| {
+        let k = key.key();
+        let matches = k.name() == name
+            && labels
+                .iter()
+                .all(|(l, v)| k.labels().any(|label| label.key() == *l && label.value() == *v))
+            && k.labels().count() == labels.len();
+        matches.then_some(value)
+    })
+}
+
+#[test]
+fn metrics_show_what_the_caller_sees() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let inner = Arc::new(InProcessBackend::new());
+            inner.ensure_index(&suite_schema()).await.expect("index");
+            let faulty = Arc::new(FaultyBackend::new(inner));
+            let retrier = Retrier::from_config(&retry_config(3), Arc::new(TokioClock))
+                .expect("retrier")
+                .with_observer(Arc::new(engram_resilience::MetricsObserver));
+            let stack = StackBuilder::new(faulty.clone())
+                .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
+                .retry(Arc::new(retrier))
+                .metrics(MetricsPolicy::new(Duration::from_millis(100)))
+                .build();
+            let ns = Namespace::new("metrics").expect("ns");
+            faulty.script([Fault::Fail(ErrorKind::Unavailable)]);
+            stack.count(&ns).await.expect("count after one retry");
+            let report =
+                stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+            assert!(report.all_succeeded());
+            let ids = [RecordId::new("a").expect("id"), RecordId::new("zz").expect("id")];
+            let _ = stack.get_batch(&ns, &ids).await;
+            let hits = stack
+                .search(&engram_storage::VectorQuery::new(ns.clone(), vec![1.0; 4], 5))
+                .await
+                .expect("search");
+            assert_eq!(hits.len(), 2);
+            faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
+            let _ = stack.count(&ns).await;
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let histogram_len = |name: &str, labels: &[(&str, &str)]| match metric(&snapshot, name, labels)
+    {
+        Some(DebugValue::Histogram(v)) => v.len(),
+        other => panic!("{name} {labels:?}: {other:?}"),
+    };
+    let counter = |name: &str, labels: &[(&str, &str)]| match metric(&snapshot, name, labels) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name} {labels:?}: {other:?}"),
+    };
+    // The outermost layer sees one successful count although two attempts were made.
+    assert_eq!(
+        histogram_len(
+            "engram_operation_duration_seconds",
+            &[("operation", "count"), ("outcome", "ok")]
+        ),
+        1
+    );
+    assert_eq!(
+        histogram_len(
+            "engram_operation_duration_seconds",
+            &[("operation", "count"), ("outcome", "error")]
+        ),
+        1
+    );
+    assert_eq!(counter("engram_retries_total", &[("operation", "count")]), 1);
+    assert_eq!(
+        counter(
+            "engram_operation_errors_total",
+            &[("operation", "count"), ("error_kind", "out_of_memory")]
+        ),
+        1
+    );
+    assert_eq!(counter("engram_get_total", &[("result", "hit")]), 1);
+    assert_eq!(counter("engram_get_total", &[("result", "miss")]), 1);
+    match metric(&snapshot, "engram_batch_size", &[("operation", "put")]) {
+        Some(DebugValue::Histogram(v)) => {
+            assert_eq!(v.iter().map(|x| x.into_inner()).collect::<Vec<_>>(), [2.0])
+        }
+        other => panic!("batch size: {other:?}"),
+    }
+    match metric(&snapshot, "engram_search_results", &[]) {
+        Some(DebugValue::Histogram(v)) => {
+            assert_eq!(v.iter().map(|x| x.into_inner()).collect::<Vec<_>>(), [2.0])
+        }
+        other => panic!("search results: {other:?}"),
+    }
+    match metric(&snapshot, "engram_operations_in_flight", &[("operation", "count")]) {
+        Some(DebugValue::Gauge(g)) => {
+            assert_eq!(g.into_inner(), 0.0, "in-flight gauge returns to zero")
+        }
+        other => panic!("in flight: {other:?}"),
+    }
+}

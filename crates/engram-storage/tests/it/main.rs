@@ -4,3 +4,4 @@
 mod connection;
 mod in_process;
 mod layers;
+mod model;
