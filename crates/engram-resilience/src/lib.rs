@@ -80,6 +80,6 @@ pub use clock::{Clock, ManualClock, Sleep, TokioClock};
 pub use error::InvalidSettings;
 pub use health::{HealthChecker, HealthCheckerBuilder, HealthError, HealthReport, HealthStatus};
 pub use metrics::MetricsObserver;
-pub use observe::{NoopObserver, Observer};
+pub use observe::{NoopObserver, Observer, Observers};
 pub use random::{RandomSource, Rng};
 pub use retry::{ClassifyRetry, Operation, Retrier, RetryClass, RetryError, RetryPolicy};

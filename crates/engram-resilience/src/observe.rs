@@ -53,6 +53,41 @@ pub trait Observer: Send + Sync + fmt::Debug {
     }
 }
 
+/// Forwards every event to each of its observers, in order (for example to the metrics and to
+/// a store's own statistics).
+#[derive(Debug, Clone, Default)]
+pub struct Observers(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Observers {
+    fn retry(&self, operation: &'static str, attempt: u32, delay: Duration) {
+        self.0.iter().for_each(|o| o.retry(operation, attempt, delay));
+    }
+
+    fn retry_budget_exhausted(&self, operation: &'static str) {
+        self.0.iter().for_each(|o| o.retry_budget_exhausted(operation));
+    }
+
+    fn breaker_created(&self, breaker: &'static str, state: BreakerState) {
+        self.0.iter().for_each(|o| o.breaker_created(breaker, state));
+    }
+
+    fn breaker_transition(&self, breaker: &'static str, from: BreakerState, to: BreakerState) {
+        self.0.iter().for_each(|o| o.breaker_transition(breaker, from, to));
+    }
+
+    fn breaker_rejected(&self, breaker: &'static str, state: BreakerState) {
+        self.0.iter().for_each(|o| o.breaker_rejected(breaker, state));
+    }
+
+    fn health_check(&self, duration: Duration, healthy: bool) {
+        self.0.iter().for_each(|o| o.health_check(duration, healthy));
+    }
+
+    fn health_status(&self, from: Option<HealthStatus>, to: HealthStatus) {
+        self.0.iter().for_each(|o| o.health_status(from, to));
+    }
+}
+
 /// An observer that ignores every event; the default of every mechanism.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopObserver;

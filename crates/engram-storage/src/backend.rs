@@ -302,6 +302,26 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Input errors before any I/O, or a backend error.
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError>;
 
+    /// Records of the namespace that match `filter`, at most `limit` (1 to [`MAX_K`]),
+    /// sorted by id. Backends that cannot search by filter alone answer
+    /// [`ErrorKind::Unsupported`].
+    ///
+    /// # Errors
+    /// Input errors before any I/O, [`ErrorKind::Unsupported`], or a backend error.
+    async fn find(
+        &self,
+        namespace: &Namespace,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let _ = (namespace, filter, limit);
+        Err(StorageError::new(
+            ErrorKind::Unsupported,
+            Operation::Find,
+            "this backend cannot search by filter alone",
+        ))
+    }
+
     /// Number of records in the namespace.
     ///
     /// # Errors
@@ -429,6 +449,21 @@ pub fn check_batch_len(n: usize) -> Result<(), StorageError> {
             ErrorKind::InvalidInput,
             Operation::Validate,
             format!("batch has {n} items, at most {MAX_BATCH} allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the limit of a `find`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for 0 or above [`MAX_K`].
+pub fn check_find_limit(limit: usize) -> Result<(), StorageError> {
+    if limit == 0 || limit > MAX_K {
+        return Err(StorageError::new(
+            ErrorKind::InvalidInput,
+            Operation::Validate,
+            format!("find limit is {limit}, expected 1 to {MAX_K}"),
         ));
     }
     Ok(())

@@ -114,6 +114,8 @@ pub enum Operation {
     Delete,
     /// A vector search.
     Search,
+    /// A search by filter only.
+    Find,
     /// Counting a namespace's records.
     Count,
     /// Listing a namespace's records.
@@ -137,6 +139,7 @@ impl Operation {
             Operation::Get => "get",
             Operation::Delete => "delete",
             Operation::Search => "search",
+            Operation::Find => "find",
             Operation::Count => "count",
             Operation::Scan => "scan",
             Operation::Touch => "touch",

@@ -110,6 +110,22 @@ impl TryFrom<&str> for RecordId {
     }
 }
 
+/// A short random token: process id, time and a counter, hashed.
+pub(crate) fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
 /// Builds and parses the keys of records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCodec {

@@ -13,10 +13,12 @@ use async_trait::async_trait;
 
 use crate::backend::{
     BackendInfo, BatchReport, Capabilities, IndexStats, IndexStatus, ItemOutcome, ScanCursor,
-    ScanPage, SearchHit, StorageBackend, Touched, VectorQuery, check_batch_len, check_scan_limit,
+    ScanPage, SearchHit, StorageBackend, Touched, VectorQuery, check_batch_len, check_find_limit,
+    check_scan_limit,
 };
 use crate::clock::{SystemClock, WallClock};
 use crate::error::{ErrorKind, Operation, StorageError};
+use crate::filter::Filter;
 use crate::ids::{Namespace, RecordId};
 use crate::record::{Record, Timestamp};
 use crate::schema::IndexSchema;
@@ -230,6 +232,22 @@ impl StorageBackend for InProcessBackend {
             .into_iter()
             .map(|(distance, r)| SearchHit { record: r.clone(), distance })
             .collect())
+    }
+
+    async fn find(
+        &self,
+        namespace: &Namespace,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let op = Operation::Find;
+        check_find_limit(limit).map_err(|e| e.for_operation(op))?;
+        let now = self.clock.now();
+        let state = self.read();
+        let schema = state.schema(op)?;
+        filter.validate(&schema).map_err(|e| e.for_operation(op))?;
+        // `live` walks the namespace's BTreeMap, so the records come sorted by id.
+        Ok(state.live(namespace, now).filter(|r| filter.matches(r)).take(limit).cloned().collect())
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {

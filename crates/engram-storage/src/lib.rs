@@ -26,10 +26,15 @@ pub mod schema;
 pub mod testkit;
 pub mod vector;
 
+/// A short random token for unique test names (index names, namespaces).
+pub fn testkit_token() -> String {
+    ids::random_token()
+}
+
 pub use backend::{
     BackendInfo, BatchReport, Capabilities, IndexStats, IndexStatus, ItemOutcome, MAX_BATCH, MAX_K,
     MAX_SCAN_PAGE, ScanCursor, ScanPage, SearchHit, StorageBackend, StorageBackendExt, Touched,
-    VectorQuery, check_batch_len, check_scan_limit,
+    VectorQuery, check_batch_len, check_find_limit, check_scan_limit,
 };
 pub use error::{ErrorKind, Operation, RetryStatus, StorageError};
 pub use filter::Filter;

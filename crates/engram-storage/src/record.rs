@@ -219,7 +219,7 @@ impl Record {
     }
 }
 
-/// Checks one tag value: 1 to 256 bytes, no control characters.
+/// Checks one tag value: 1 to 256 bytes, no control characters, no whitespace at either end.
 ///
 /// # Errors
 /// The rule broken, as text.
@@ -232,6 +232,10 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     }
     if tag.chars().any(char::is_control) {
         return Err("tags must not contain control characters".into());
+    }
+    // RediSearch trims TAG values when it indexes them, so such a tag could never be found.
+    if tag.starts_with(char::is_whitespace) || tag.ends_with(char::is_whitespace) {
+        return Err("tags must not start or end with whitespace".into());
     }
     Ok(())
 }

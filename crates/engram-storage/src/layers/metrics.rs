@@ -4,6 +4,7 @@
 //! kind, hit/miss), never a namespace, id or query.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
@@ -12,6 +13,7 @@ use metrics::{
 use tokio::time::Instant;
 
 use super::Policy;
+use super::stats::OperationStats;
 use crate::backend::{BatchReport, ItemOutcome};
 use crate::error::{ErrorKind, Operation, StorageError};
 
@@ -60,15 +62,32 @@ pub fn describe_metrics() {
 /// Records latency, outcome, errors, in-flight calls, batch sizes, search hits and the read
 /// hit ratio. Operations slower than the threshold are reported as slow (WARN logging comes
 /// with the tracing work).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MetricsPolicy {
     slow: Duration,
+    stats: Option<Arc<OperationStats>>,
 }
 
 impl MetricsPolicy {
     /// Metrics with `slow` as the slow-operation threshold.
     pub fn new(slow: Duration) -> Self {
-        Self { slow }
+        Self { slow, stats: None }
+    }
+
+    /// Also records every call into `stats`, at the same point as the metrics.
+    pub fn with_stats(mut self, stats: Arc<OperationStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    fn finish(&self, op: Operation, kind: Option<ErrorKind>, start: Instant) {
+        let elapsed = start.elapsed();
+        let outcome = outcome(kind);
+        histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
+            .record(elapsed.as_secs_f64());
+        if let Some(stats) = &self.stats {
+            stats.record(op.as_str(), outcome, elapsed);
+        }
     }
 
     /// The slow-operation threshold.
@@ -116,9 +135,7 @@ impl Policy for MetricsPolicy {
         let _guard = InFlight::start(op);
         let start = Instant::now();
         let result = f().await;
-        let kind = result.as_ref().err().map(StorageError::kind);
-        histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome(kind))
-            .record(start.elapsed().as_secs_f64());
+        self.finish(op, result.as_ref().err().map(StorageError::kind), start);
         if let Err(e) = &result {
             record_error(op, e);
         }
@@ -159,8 +176,7 @@ impl Policy for MetricsPolicy {
         // A batch is "rejected" only when the breaker refused all of it.
         let worst =
             kinds.iter().copied().find(|k| *k != ErrorKind::CircuitOpen).or(kinds.first().copied());
-        histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome(worst))
-            .record(start.elapsed().as_secs_f64());
+        self.finish(op, worst, start);
         report
     }
 

@@ -22,6 +22,7 @@ mod breaker;
 mod classify;
 pub mod metrics;
 mod retry;
+mod stats;
 mod timeout;
 
 use std::fmt;
@@ -36,6 +37,7 @@ use engram_resilience::{CircuitBreaker, Clock, InvalidSettings, Observer, Retrie
 pub use breaker::BreakerPolicy;
 pub use metrics::{MetricsPolicy, describe_metrics, metric_names};
 pub use retry::RetryPolicy;
+pub use stats::{OperationStats, OperationSummary};
 pub use timeout::TimeoutPolicy;
 
 use crate::backend::{
@@ -43,6 +45,7 @@ use crate::backend::{
     Touched, VectorQuery,
 };
 use crate::error::{Operation, StorageError};
+use crate::filter::Filter;
 use crate::ids::{Namespace, RecordId};
 use crate::record::{Record, Timestamp};
 use crate::schema::IndexSchema;
@@ -147,6 +150,15 @@ impl<P: Policy> StorageBackend for Layer<P> {
             self.policy.on_search_results(h.len());
         }
         hits
+    }
+
+    async fn find(
+        &self,
+        namespace: &Namespace,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.policy.call(Operation::Find, || self.inner.find(namespace, filter, limit)).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {

@@ -563,6 +563,49 @@ pub async fn bad_input_rejected_before_io(f: &Fixture) -> Result<()> {
     Ok(())
 }
 
+/// Find returns the namespace's records matching a filter, sorted by id, within the limit.
+pub async fn find_by_filter(f: &Fixture) -> Result<()> {
+    let b = f.backend.as_ref();
+    let tagged = |name: &str, kind: &str| {
+        record(&f.ns, name, [1.0; 4]).with_field("kind", FieldValue::Tags(vec![kind.into()]))
+    };
+    put_all(
+        b,
+        vec![
+            tagged("f3", "x|y"),
+            tagged("f1", "x|y"),
+            tagged("f2", "other"),
+            Record::new(f.ns.clone(), id("f4"), vec![]),
+        ],
+    )
+    .await?;
+    put_all(
+        b,
+        vec![
+            record(&f.other, "f1", [1.0; 4])
+                .with_field("kind", FieldValue::Tags(vec!["x|y".into()])),
+        ],
+    )
+    .await?;
+    let found = b.find(&f.ns, &Filter::tag_eq("kind", "x|y"), 10).await.context("find")?;
+    let ids: Vec<&str> = found.iter().map(|r| r.id.as_str()).collect();
+    ensure!(ids == ["f1", "f3"], "find gave {ids:?}");
+    ensure!(found.iter().all(|r| r.namespace == f.ns), "find crossed namespaces");
+    let limited = b
+        .find(&f.ns, &Filter::tag_in("kind", ["x|y", "other"]), 2)
+        .await
+        .context("find with limit")?;
+    ensure!(limited.len() == 2, "limit 2 gave {}", limited.len());
+    let negated =
+        b.find(&f.ns, &Filter::not(Filter::tag_eq("kind", "x|y")), 10).await.context("find not")?;
+    let ids: Vec<&str> = negated.iter().map(|r| r.id.as_str()).collect();
+    ensure!(ids == ["f2", "f4"], "negated find gave {ids:?}");
+    let e =
+        b.find(&f.ns, &Filter::tag_eq("kind", "x"), 0).await.err().context("limit 0 accepted")?;
+    ensure!(e.kind() == ErrorKind::InvalidInput, "limit 0: {e}");
+    Ok(())
+}
+
 /// Scan returns every id once in bounded pages; count agrees.
 pub async fn scan_pages_and_count(f: &Fixture) -> Result<()> {
     let b = f.backend.as_ref();
@@ -622,7 +665,7 @@ macro_rules! conformance_tests {
             crud_round_trip, batch_reports_each_item, ttl_expiry, touch_counts_and_refreshes,
             compare_and_set_versions, filter_operators, knn_ordering_and_k, distance_threshold,
             namespace_isolation, schema_mismatch, bad_input_rejected_before_io,
-            scan_pages_and_count, ping_and_describe);
+            scan_pages_and_count, ping_and_describe, find_by_filter);
     };
     (@each $factory:expr; $($name:ident),*) => {
         $(

@@ -12,6 +12,7 @@ use crate::backend::{
     StorageBackend, Touched, VectorQuery,
 };
 use crate::error::{ErrorKind, Operation, StorageError};
+use crate::filter::Filter;
 use crate::ids::{Namespace, RecordId};
 use crate::record::{Record, Timestamp};
 use crate::schema::IndexSchema;
@@ -160,6 +161,15 @@ impl StorageBackend for FaultyBackend {
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
         self.call(Operation::Search, self.inner.search(query)).await
+    }
+
+    async fn find(
+        &self,
+        namespace: &Namespace,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        self.call(Operation::Find, self.inner.find(namespace, filter, limit)).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {

@@ -11,7 +11,6 @@ mod faulty;
 pub use faulty::{Fault, FaultyBackend};
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -42,14 +41,7 @@ pub trait BackendFactory: Send + Sync {
 
 /// A short random token for unique names: process id, time and a counter, hashed.
 pub fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.write_u32(std::process::id());
-    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+    crate::ids::random_token()
 }
 
 /// The schema the suite uses: 4-dimensional COSINE vectors (FLAT, so results are exact),

@@ -1,14 +1,21 @@
-//! Connection to Redis Stack through `fred`: the only module of the workspace that names it.
+//! The Redis Stack backend, on `fred`: the only module of the workspace that names it.
 //!
 //! [`RedisConnection::connect`] builds a client pool from [`engram_config::RedisConfig`]:
 //! connect and command timeouts always set (fred has none by default, and a command to a
 //! stopped server would wait for ever), unlimited reconnection with capped, jittered
 //! exponential backoff (a limited count would leave the client disconnected for good), RESP2
 //! (fred's default, chosen deliberately: RediSearch replies keep their field order as flat
-//! arrays, where RESP3 maps lose it). It then checks that the server has the modules engram
-//! needs, and fails with [`ErrorKind::Unsupported`] naming what is missing.
+//! arrays, where RESP3 maps lose it; the price is that RESP2 carries no timeout warning, see
+//! [`OnTimeoutPolicy`]). It then checks that the server has the modules engram needs, and fails
+//! with [`ErrorKind::Unsupported`] naming what is missing.
 //!
-//! Every fred error is classified by one private function, [`classify`].
+//! [`RedisBackend`] implements [`crate::StorageBackend`] on one RediSearch index: records as
+//! hashes (layout in `codec`), writes and compare-and-set through one Lua script per key,
+//! pipelined in chunks; searches as `FT.SEARCH` with `DIALECT 2`, scoped to one namespace and
+//! to live records by server-side clauses (`query`).
+//!
+//! Every fred error is classified by one private function, [`classify`], which with
+//! [`read_server_reply`] is the only code that reads error text.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -21,6 +28,14 @@ use fred::prelude::{
 use fred::types::{RespVersion, Value};
 
 use crate::error::{ErrorKind, Operation, StorageError};
+
+mod backend;
+mod codec;
+mod index;
+mod query;
+mod scripts;
+
+pub use backend::{DEFAULT_WRITE_CHUNK, OnTimeoutPolicy, RedisBackend, RedisBackendOptions};
 
 /// Lowest RediSearch version engram supports (2.10.0, encoded as the server reports it).
 pub const MIN_SEARCH_VERSION: u32 = 2_10_00;
@@ -212,6 +227,87 @@ impl RedisConnection {
     pub async fn disconnect(self) {
         let _ = self.pool.quit().await;
     }
+
+    /// The client pool, for the backend's commands.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Sends one command given as raw arguments and returns its reply, for tests and
+    /// benchmarks that must reach under the backend (write a key of another type, flush the
+    /// script cache, drop an index, read a TTL).
+    ///
+    /// # Errors
+    /// The classified fred error.
+    #[cfg(feature = "testkit")]
+    pub async fn raw_command(
+        &self,
+        name: &str,
+        args: Vec<Vec<u8>>,
+    ) -> Result<RawReply, StorageError> {
+        let args: Vec<Value> =
+            args.into_iter().map(|a| Value::Bytes(fred::bytes::Bytes::from(a))).collect();
+        let cmd = fred::types::CustomCommand::new(
+            name.to_owned(),
+            fred::types::ClusterHash::FirstKey,
+            false,
+        );
+        let reply: Value = self
+            .pool
+            .next()
+            .custom(cmd, args)
+            .await
+            .map_err(|e| classify(Operation::Describe, e))?;
+        Ok(RawReply::from_value(reply))
+    }
+}
+
+/// A reply of [`RedisConnection::raw_command`], without fred types.
+#[cfg(feature = "testkit")]
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawReply {
+    /// Nil.
+    Nil,
+    /// An integer.
+    Integer(i64),
+    /// A string or bulk string (status replies too).
+    Bytes(Vec<u8>),
+    /// An array (RESP2 maps arrive as arrays).
+    Array(Vec<RawReply>),
+}
+
+#[cfg(feature = "testkit")]
+impl RawReply {
+    fn from_value(v: Value) -> Self {
+        match v {
+            Value::Null => RawReply::Nil,
+            Value::Integer(i) => RawReply::Integer(i),
+            Value::Array(items) => {
+                RawReply::Array(items.into_iter().map(Self::from_value).collect())
+            }
+            Value::Map(_) => {
+                RawReply::Array(v.into_array().into_iter().map(Self::from_value).collect())
+            }
+            other => RawReply::Bytes(other.into_bytes().map(|b| b.to_vec()).unwrap_or_default()),
+        }
+    }
+
+    /// The integer, if it is one.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            RawReply::Integer(i) => Some(*i),
+            RawReply::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The text, if it is a UTF-8 string.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            RawReply::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
 }
 
 fn protocol(op: Operation, message: impl Into<String>) -> StorageError {
@@ -255,7 +351,7 @@ fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
         return Err(StorageError::new(
             ErrorKind::Unsupported,
             op,
-            "TLS connections are not built into this version of engram yet (they arrive with the Redis backend); use a redis:// or unix:// URL",
+            "TLS connections are not built into this version of engram yet; use a redis:// or unix:// URL",
         ));
     }
     // fred spells Unix sockets `redis+unix://`; engram also accepts `unix://`.
@@ -307,7 +403,8 @@ fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
 }
 
 /// Classifies a fred error. fred reports most server errors with a catch-all kind, so the
-/// server's error prefix decides; this is the only place that reads error text.
+/// server's error prefix decides; this and [`read_server_reply`] are the only code that reads
+/// error text.
 fn classify(op: Operation, error: FredError) -> StorageError {
     let details = error.details().to_owned();
     let kind = match error.kind() {
@@ -316,36 +413,109 @@ fn classify(op: Operation, error: FredError) -> StorageError {
         FredKind::Backpressure => ErrorKind::Backpressure,
         FredKind::Auth => ErrorKind::Auth,
         FredKind::Protocol | FredKind::Parse => ErrorKind::Protocol,
-        FredKind::Url | FredKind::Config | FredKind::InvalidArgument | FredKind::InvalidCommand => {
-            ErrorKind::InvalidInput
-        }
+        FredKind::Url | FredKind::Config => ErrorKind::InvalidInput,
         FredKind::NotFound => ErrorKind::NotFound,
-        _ => classify_server_reply(&details),
+        // fred gives these kinds to server replies too (`WRONGTYPE`, `Invalid argument`), so
+        // the reply decides when it is a known one.
+        FredKind::InvalidArgument | FredKind::InvalidCommand => match read_server_reply(&details) {
+            ServerReply::Other => ErrorKind::InvalidInput,
+            reply => reply.kind(),
+        },
+        _ => read_server_reply(&details).kind(),
     };
     let message = match error.kind() {
         // Configuration errors may quote the URL with its credentials.
         FredKind::Url | FredKind::Config => {
             format!("invalid client configuration ({:?})", error.kind())
         }
-        _ => details,
+        // A query syntax error quotes the query near the offset, which may hold caller values.
+        _ => match details.find(" near ") {
+            Some(i) if read_server_reply(&details) == ServerReply::QuerySyntax => {
+                format!("the server refused the query: {}", &details[..i])
+            }
+            _ => details,
+        },
     };
     StorageError::new(kind, op, message).with_source(SourceError(format!("{:?}", error.kind())))
 }
 
-/// Classifies a server error reply by its prefix.
-fn classify_server_reply(details: &str) -> ErrorKind {
+/// What a server error reply is, read from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerReply {
+    /// A reply whose kind is known by its prefix or wording.
+    Kind(ErrorKind),
+    /// `NOSCRIPT`: `EVALSHA` of a script the server does not have; nothing ran.
+    NoScript,
+    /// `FT.CREATE` of an index that exists (another process created it first).
+    IndexExists,
+    /// A RediSearch query syntax error.
+    QuerySyntax,
+    /// Anything else.
+    Other,
+}
+
+impl ServerReply {
+    fn kind(self) -> ErrorKind {
+        match self {
+            ServerReply::Kind(k) => k,
+            ServerReply::QuerySyntax => ErrorKind::InvalidInput,
+            ServerReply::NoScript | ServerReply::IndexExists | ServerReply::Other => {
+                ErrorKind::Unexpected
+            }
+        }
+    }
+}
+
+/// Reads a server error reply: by its prefix, then by RediSearch's wording (RediSearch
+/// replies have no prefix).
+fn read_server_reply(details: &str) -> ServerReply {
     let upper = details.trim_start().to_ascii_uppercase();
     let prefix = upper.split_whitespace().next().unwrap_or("");
     match prefix {
-        "OOM" => ErrorKind::OutOfMemory,
-        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => ErrorKind::Unavailable,
-        "READONLY" | "NOPERM" => ErrorKind::PermissionDenied,
-        "WRONGPASS" | "NOAUTH" => ErrorKind::Auth,
-        _ if upper.contains("UNKNOWN INDEX NAME") || upper.contains("NO SUCH INDEX") => {
-            ErrorKind::IndexMissing
+        "OOM" => ServerReply::Kind(ErrorKind::OutOfMemory),
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" => {
+            ServerReply::Kind(ErrorKind::Unavailable)
         }
-        _ => ErrorKind::Unexpected,
+        "READONLY" | "NOPERM" => ServerReply::Kind(ErrorKind::PermissionDenied),
+        "WRONGPASS" | "NOAUTH" => ServerReply::Kind(ErrorKind::Auth),
+        "NOSCRIPT" => ServerReply::NoScript,
+        // A key of the record's name holds another type: not the caller's input, not worth a
+        // retry.
+        "WRONGTYPE" => ServerReply::Kind(ErrorKind::Unexpected),
+        _ if upper.contains("UNKNOWN INDEX NAME") || upper.contains("NO SUCH INDEX") => {
+            ServerReply::Kind(ErrorKind::IndexMissing)
+        }
+        _ if upper.contains("INDEX ALREADY EXISTS") => ServerReply::IndexExists,
+        _ if upper.contains("TIMEOUT LIMIT WAS REACHED") => ServerReply::Kind(ErrorKind::Timeout),
+        _ if upper.starts_with("SYNTAX ERROR") || upper.contains("PARSING ERROR") => {
+            ServerReply::QuerySyntax
+        }
+        _ if upper.starts_with("UNKNOWN ARGUMENT")
+            || upper.starts_with("BAD ARGUMENTS")
+            || upper.starts_with("INVALID FIELD TYPE")
+            || upper.starts_with("EXPECTED") =>
+        {
+            // Arguments engram built that the server did not understand.
+            ServerReply::Kind(ErrorKind::Protocol)
+        }
+        _ => ServerReply::Other,
     }
+}
+
+/// Classifies a server error reply by its prefix.
+#[cfg(test)]
+fn classify_server_reply(details: &str) -> ErrorKind {
+    read_server_reply(details).kind()
+}
+
+/// Whether a fred error is a `NOSCRIPT` reply.
+fn is_noscript(error: &FredError) -> bool {
+    read_server_reply(error.details()) == ServerReply::NoScript
+}
+
+/// Whether a fred error says the index exists already.
+fn is_index_exists(error: &FredError) -> bool {
+    read_server_reply(error.details()) == ServerReply::IndexExists
 }
 
 /// The fred error kind kept as the source, without fred's details (which may quote input).
@@ -402,7 +572,16 @@ mod tests {
             ("NOAUTH Authentication required.", ErrorKind::Auth),
             ("Unknown index name", ErrorKind::IndexMissing),
             ("idx: no such index", ErrorKind::IndexMissing),
-            ("Syntax error at offset 3 near foo", ErrorKind::Unexpected),
+            ("Syntax error at offset 3 near foo", ErrorKind::InvalidInput),
+            ("Timeout limit was reached", ErrorKind::Timeout),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                ErrorKind::Unexpected,
+            ),
+            ("Unknown argument `FOO` at position 3 for <main>", ErrorKind::Protocol),
+            ("NOSCRIPT No matching script. Please use EVAL.", ErrorKind::Unexpected),
+            ("Index already exists", ErrorKind::Unexpected),
+            ("ERR something else", ErrorKind::Unexpected),
         ];
         for (reply, kind) in cases {
             assert_eq!(classify_server_reply(reply), kind, "{reply}");
@@ -427,6 +606,38 @@ mod tests {
             classify(Operation::Put, FredError::new(FredKind::Unknown, "OOM command not allowed"));
         assert_eq!(oom.kind(), ErrorKind::OutOfMemory);
         assert!(!oom.is_temporary());
+    }
+
+    #[test]
+    fn script_and_index_replies_are_recognised() {
+        let noscript = FredError::new(FredKind::Unknown, "NOSCRIPT No matching script.");
+        assert!(is_noscript(&noscript));
+        assert!(!is_noscript(&FredError::new(FredKind::Unknown, "ERR other")));
+        assert!(is_index_exists(&FredError::new(FredKind::Unknown, "Index already exists")));
+        let wrongtype = classify(
+            Operation::Put,
+            FredError::new(FredKind::InvalidArgument, "WRONGTYPE Operation against a key"),
+        );
+        assert_eq!(wrongtype.kind(), ErrorKind::Unexpected);
+        let fred_side = classify(Operation::Put, FredError::new(FredKind::InvalidArgument, "x"));
+        assert_eq!(fred_side.kind(), ErrorKind::InvalidInput);
+        let timeout = classify(
+            Operation::Search,
+            FredError::new(FredKind::Unknown, "Timeout limit was reached"),
+        );
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
+        assert!(timeout.is_temporary());
+    }
+
+    #[test]
+    fn syntax_errors_do_not_quote_the_query() {
+        let e = classify(
+            Operation::Search,
+            FredError::new(FredKind::Unknown, "Syntax error at offset 12 near secret-tag"),
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(!e.message().contains("secret-tag"), "{e}");
+        assert!(e.message().contains("offset 12"), "{e}");
     }
 
     #[test]
