@@ -27,7 +27,8 @@ commands:
   stack status       running / stopped / killed, with version and modules; exit 1 unless running
   stack url          print the URL of the running server
   ci                 cargo fmt --check, cargo clippy -D warnings, start the stack, run every
-                     test with ENGRAM_TEST_REDIS_URL exported, stop the stack (also on failure)
+                     test with ENGRAM_TEST_REDIS_URL exported, run the agent-loop example
+                     against it, stop the stack (also on failure)
   demo               for now: start the stack and print its version and modules; the scripted
                      agent session replaces this body when the CLI issue lands
 
@@ -207,6 +208,16 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         }),
         None => false,
     };
+    let examples_ok = match &url {
+        Some(url) => step("examples", &mut || {
+            // The example reads its configuration like any application: REDIS_URL here.
+            cargo_step(
+                &["run", "--quiet", "--locked", "-p", "engram-memory", "--example", "agent_loop"],
+                &[("REDIS_URL", url)],
+            )
+        }),
+        None => false,
+    };
     drop(guard);
 
     eprintln!("\nxtask ci: summary");
@@ -219,7 +230,7 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         );
     }
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
-    if fmt_ok && clippy_ok && stack_ok && tests_ok {
+    if fmt_ok && clippy_ok && stack_ok && tests_ok && examples_ok {
         eprintln!("xtask ci: passed");
         Ok(ExitCode::SUCCESS)
     } else {

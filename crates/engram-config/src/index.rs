@@ -62,6 +62,11 @@ pub struct IndexConfig {
     pub distance_metric: DistanceMetric,
     /// Element type of stored vectors. Default: `FLOAT32`.
     pub vector_type: VectorType,
+    /// Name of the embedding model whose vectors the index holds. When set, it is recorded
+    /// with the index, and a store opened with another model name, or a query naming another
+    /// model, is refused. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
 }
 
 impl Default for IndexConfig {
@@ -76,6 +81,7 @@ impl Default for IndexConfig {
             dimension: 384,
             distance_metric: DistanceMetric::Cosine,
             vector_type: VectorType::Float32,
+            embedding_model: None,
         }
     }
 }
@@ -107,6 +113,13 @@ impl IndexConfig {
         c.check((1..=4096).contains(&self.ef_construction), "index.ef_construction", || {
             format!("({}) must be between 1 and 4096", self.ef_construction)
         });
+        if let Some(model) = &self.embedding_model {
+            c.check(
+                !model.is_empty() && model.len() <= 128 && !model.chars().any(char::is_control),
+                "index.embedding_model",
+                || "must be 1 to 128 characters without control characters".to_owned(),
+            );
+        }
         c.check((1..=4096).contains(&self.ef_runtime), "index.ef_runtime", || {
             format!("({}) must be between 1 and 4096", self.ef_runtime)
         });

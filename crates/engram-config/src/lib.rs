@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::{NONE as DURATION_NONE, format as format_duration};
 pub use index::{DistanceMetric, IndexConfig, VectorAlgorithm, VectorType, is_safe_identifier};
-pub use memory::{MemoryPolicies, MemoryPolicy};
+pub use memory::{DedupConfig, MemoryPolicies, MemoryPolicy, RankingConfig};
 pub use observability::ObservabilityConfig;
 pub use problems::{Problem, Problems};
 pub use redis::{ReconnectConfig, RedisConfig, RedisUrl, TlsConfig, URL_SCHEMES};

@@ -85,6 +85,53 @@ pub struct MemoryPolicies {
     /// Semantic memory: facts and knowledge. Default: ttl `30days`, refresh on read,
     /// half-life `90days`.
     pub semantic: MemoryPolicy,
+    /// Duplicate detection on write.
+    pub dedup: DedupConfig,
+    /// How query results are ranked.
+    pub ranking: RankingConfig,
+}
+
+/// Duplicate detection on write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupConfig {
+    /// Whether adding content identical to an existing entry of the same namespace returns the
+    /// existing entry's id instead of storing a second one. Default: `true`.
+    pub exact: bool,
+    /// When set, adding an entry whose embedding is within this distance of an existing
+    /// entry of the same namespace and type returns that entry's id. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub near_distance: Option<f32>,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self { exact: true, near_distance: None }
+    }
+}
+
+/// Weights of the final score of a query result:
+/// `similarity × s + importance × i + recency × r`, where recency halves every
+/// `decay_half_life` of the memory's type. With the defaults the score is the similarity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RankingConfig {
+    /// Weight of vector similarity. Default: `1.0`.
+    pub similarity: f64,
+    /// Weight of importance. Default: `0.0`.
+    pub importance: f64,
+    /// Weight of recency. Default: `0.0`.
+    pub recency: f64,
+    /// When importance or recency weigh in, the store fetches `k × candidate_factor`
+    /// nearest candidates and re-ranks them: a larger factor finds more entries that are less
+    /// similar but more important or recent, at the cost of a larger search. Default: `4`.
+    pub candidate_factor: u32,
+}
+
+impl Default for RankingConfig {
+    fn default() -> Self {
+        Self { similarity: 1.0, importance: 0.0, recency: 0.0, candidate_factor: 4 }
+    }
 }
 
 impl Default for MemoryPolicies {
@@ -95,6 +142,8 @@ impl Default for MemoryPolicies {
             episodic: MemoryPolicy::new(Some(7 * DAY), false, 3 * DAY),
             long_term: MemoryPolicy::new(Some(30 * DAY), true, 30 * DAY),
             semantic: MemoryPolicy::new(Some(30 * DAY), true, 90 * DAY),
+            dedup: DedupConfig::default(),
+            ranking: RankingConfig::default(),
         }
     }
 }
@@ -116,5 +165,22 @@ impl MemoryPolicies {
         for (name, policy) in self.iter() {
             policy.validate(&format!("memory.{name}"), c);
         }
+        if let Some(d) = self.dedup.near_distance {
+            c.check(d.is_finite() && d >= 0.0, "memory.dedup.near_distance", || {
+                format!("({d}) must be a finite number of at least 0")
+            });
+        }
+        let r = &self.ranking;
+        for (name, w) in
+            [("similarity", r.similarity), ("importance", r.importance), ("recency", r.recency)]
+        {
+            c.ratio(w, 0.0, 1000.0, &format!("memory.ranking.{name}"));
+        }
+        c.check(r.similarity + r.importance + r.recency > 0.0, "memory.ranking", || {
+            "needs at least one weight above 0".to_owned()
+        });
+        c.check((1..=100).contains(&r.candidate_factor), "memory.ranking.candidate_factor", || {
+            format!("({}) must be between 1 and 100", r.candidate_factor)
+        });
     }
 }

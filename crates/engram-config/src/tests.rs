@@ -341,6 +341,33 @@ fn memory_rules() {
         "greater than zero",
     );
     assert_eq!(problems_of(&with(|c| c.memory.long_term.ttl = None)), Vec::<String>::new());
+    assert_one_problem(
+        &with(|c| c.memory.dedup.near_distance = Some(-1.0)),
+        "memory.dedup.near_distance",
+        "at least 0",
+    );
+    assert_one_problem(
+        &with(|c| c.memory.ranking.importance = -0.5),
+        "memory.ranking.importance",
+        "between 0 and 1000",
+    );
+    assert_one_problem(
+        &with(|c| {
+            c.memory.ranking.similarity = 0.0;
+        }),
+        "memory.ranking",
+        "at least one weight",
+    );
+    assert_one_problem(
+        &with(|c| c.memory.ranking.candidate_factor = 0),
+        "memory.ranking.candidate_factor",
+        "between 1 and 100",
+    );
+    assert_one_problem(
+        &with(|c| c.index.embedding_model = Some(String::new())),
+        "index.embedding_model",
+        "1 to 128",
+    );
 }
 
 #[test]
@@ -497,6 +524,8 @@ fn everything_set() -> Config {
         c.redis.tls.ca_path = Some(env!("CARGO_MANIFEST_DIR").into());
         c.circuit_breaker.consecutive_failures = Some(5);
         c.circuit_breaker.max_open_duration = Some(Duration::from_secs(60));
+        c.index.embedding_model = Some("all-MiniLM-L6-v2".into());
+        c.memory.dedup.near_distance = Some(0.05);
     })
 }
 
