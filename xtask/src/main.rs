@@ -196,17 +196,25 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         url = Some(running.url);
         Ok(true)
     });
-    let tests_ok = match &url {
-        Some(url) => step("cargo test", &mut || {
+    // Tests that start servers of their own (TLS, faults) need the binary even when
+    // ENGRAM_TEST_REDIS_URL points elsewhere.
+    let server_binary = stack.install().map(|()| stack.server_binary());
+    let tests_ok = match (&url, &server_binary) {
+        (Some(url), Ok(bin)) => step("cargo test", &mut || {
+            let bin = bin.to_string_lossy();
             cargo_step(
                 &["test", "--workspace", "--all-targets", "--locked"],
-                &[(EXTERNAL_URL_VAR, url), ("CI", "true")],
+                &[(EXTERNAL_URL_VAR, url), ("ENGRAM_TEST_REDIS_SERVER", &bin), ("CI", "true")],
             )
             .and_then(|ok| {
                 Ok(ok && cargo_step(&["test", "--workspace", "--doc", "--locked"], &[])?)
             })
         }),
-        None => false,
+        (_, Err(e)) => {
+            eprintln!("xtask ci: cannot install Redis Stack for the tests: {e:#}");
+            false
+        }
+        (None, _) => false,
     };
     let examples_ok = match &url {
         Some(url) => step("examples", &mut || {

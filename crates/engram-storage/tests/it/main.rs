@@ -8,3 +8,5 @@ mod layers;
 mod model;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod tls;
