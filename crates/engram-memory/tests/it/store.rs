@@ -145,7 +145,51 @@ on_both_backends!(
     concurrent_updates_lose_nothing,
     jitter_spreads_expiry_of_entries_written_together,
     the_embedding_guard_refuses_another_model_or_dimension,
+    ttl_is_set_per_type_and_refreshed_on_read,
 );
+
+pub(crate) async fn ttl_is_set_per_type_and_refreshed_on_read(rig: &Rig) {
+    let mut c = config();
+    for p in [&mut c.memory.working, &mut c.memory.episodic] {
+        p.ttl = Some(Duration::from_secs(60));
+        p.ttl_jitter_ratio = 0.0;
+    }
+    c.memory.episodic.refresh_on_read = false;
+    c.memory.semantic.ttl = None;
+    let store = rig.store(c).await;
+    let add = |t: MemoryType, text: &str| {
+        MemoryEntry::builder("ttl", text).memory_type(t).build().expect("valid")
+    };
+    let w = store.add(add(MemoryType::Working, "working note")).await.expect("add");
+    let ep = store.add(add(MemoryType::Episodic, "an episode")).await.expect("add");
+    let sem = store.add(add(MemoryType::Semantic, "a fact")).await.expect("add");
+    let expiry = |e: Option<MemoryEntry>| e.expect("found").expires_at;
+    let before = store.get_batch("ttl", &[w.as_str(), ep.as_str(), sem.as_str()]).await;
+    let before: Vec<Option<Timestamp>> =
+        before.into_iter().map(|r| expiry(r.expect("ok"))).collect();
+    let (w0, ep0) = (before[0].expect("working has a ttl"), before[1].expect("episodic has a ttl"));
+    assert_eq!(before[2], None, "semantic keeps for ever here");
+    let created = store
+        .get_batch("ttl", &[w.as_str()])
+        .await
+        .remove(0)
+        .expect("ok")
+        .expect("found")
+        .created_at;
+    assert!(
+        w0.as_millis().abs_diff(created.plus(Duration::from_secs(60)).as_millis()) < 2_000,
+        "ttl of 60 s"
+    );
+
+    rig.step().await;
+    let w1 = expiry(store.get("ttl", w.as_str()).await.expect("get")).expect("ttl");
+    let ep1 = expiry(store.get("ttl", ep.as_str()).await.expect("get")).expect("ttl");
+    assert!(
+        w1.as_millis() >= w0.as_millis() + rig.step_ms() / 2,
+        "working refreshes on read: {w0:?} -> {w1:?}"
+    );
+    assert_eq!(ep1, ep0, "episodic does not refresh on read");
+}
 
 async fn in_memory(config: Config) -> (MemoryStore, ManualClock) {
     let clock = ManualClock::new(Timestamp::now());
