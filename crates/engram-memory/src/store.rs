@@ -80,11 +80,18 @@ pub struct StoreOptions {
     pub seed: Option<u64>,
     /// Name of the circuit breaker (the `breaker` metric label). Default: `storage`.
     pub breaker_name: &'static str,
+    /// The backend's name in traces (`db.system.name`). Default: `redis`.
+    pub db_system: &'static str,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), seed: None, breaker_name: "storage" }
+        Self {
+            clock: Arc::new(SystemClock),
+            seed: None,
+            breaker_name: "storage",
+            db_system: "redis",
+        }
     }
 }
 
@@ -134,7 +141,8 @@ impl MemoryStore {
     /// An invalid index configuration.
     pub async fn in_memory(schema: IndexConfig) -> Result<Self, MemoryError> {
         let config = Config { index: schema, ..Config::default() };
-        Self::with_backend(config, Arc::new(InProcessBackend::new()), StoreOptions::default()).await
+        let options = StoreOptions { db_system: "in-process", ..StoreOptions::default() };
+        Self::with_backend(config, Arc::new(InProcessBackend::new()), options).await
     }
 
     /// A store over any backend: builds the layered stack (metrics, retry with budget,
@@ -161,7 +169,8 @@ impl MemoryStore {
         )?
         .metrics(
             MetricsPolicy::new(config.observability.slow_operation_threshold)
-                .with_stats(stats.clone()),
+                .with_stats(stats.clone())
+                .with_db_system(options.db_system),
         );
         let breaker = builder.breaker().cloned();
         let layered = builder.build();

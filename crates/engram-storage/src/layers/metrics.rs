@@ -11,6 +11,7 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Policy;
 use super::stats::OperationStats;
@@ -66,12 +67,33 @@ pub fn describe_metrics() {
 pub struct MetricsPolicy {
     slow: Duration,
     stats: Option<Arc<OperationStats>>,
+    system: &'static str,
 }
 
 impl MetricsPolicy {
     /// Metrics with `slow` as the slow-operation threshold.
     pub fn new(slow: Duration) -> Self {
-        Self { slow, stats: None }
+        Self { slow, stats: None, system: "redis" }
+    }
+
+    /// Names the backend in traces (`db.system.name`, OpenTelemetry): `redis` by default.
+    pub fn with_db_system(mut self, system: &'static str) -> Self {
+        self.system = system;
+        self
+    }
+
+    /// The span of one operation, with OpenTelemetry's database fields. It never carries
+    /// keys, content, vectors or credentials.
+    fn span(&self, op: Operation, keys: usize) -> tracing::Span {
+        tracing::debug_span!(
+            "engram.storage",
+            otel.kind = "client",
+            db.system.name = self.system,
+            db.operation.name = op.as_str(),
+            db.operation.batch.size = keys,
+            outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
     }
 
     /// Also records every call into `stats`, at the same point as the metrics.
@@ -80,13 +102,27 @@ impl MetricsPolicy {
         self
     }
 
-    fn finish(&self, op: Operation, kind: Option<ErrorKind>, start: Instant) {
+    fn finish(&self, op: Operation, kind: Option<ErrorKind>, start: Instant, keys: usize) {
         let elapsed = start.elapsed();
         let outcome = outcome(kind);
         histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
             .record(elapsed.as_secs_f64());
         if let Some(stats) = &self.stats {
             stats.record(op.as_str(), outcome, elapsed);
+        }
+        let span = tracing::Span::current();
+        span.record("outcome", outcome);
+        if let Some(kind) = kind {
+            span.record("error.type", kind.as_str());
+        }
+        if elapsed > self.slow {
+            tracing::warn!(
+                db.operation.name = op.as_str(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                keys,
+                outcome,
+                "slow storage operation"
+            );
         }
     }
 
@@ -133,13 +169,16 @@ impl Policy for MetricsPolicy {
         Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
     {
         let _guard = InFlight::start(op);
-        let start = Instant::now();
-        let result = f().await;
-        self.finish(op, result.as_ref().err().map(StorageError::kind), start);
-        if let Err(e) = &result {
-            record_error(op, e);
+        let span = self.span(op, 1);
+        async {
+            let start = Instant::now();
+            let result = f().await;
+            self.finish(op, result.as_ref().err().map(StorageError::kind), start, 1);
+            result
         }
-        result
+        .instrument(span)
+        .await
+        .inspect_err(|e| record_error(op, e))
     }
 
     async fn batch<'a, I, T, F, Fut>(
@@ -155,29 +194,34 @@ impl Policy for MetricsPolicy {
         Fut: Future<Output = BatchReport<T>> + Send + 'a,
     {
         let _guard = InFlight::start(op);
-        histogram!(BATCH_SIZE, "operation" => op.as_str()).record(items.len() as f64);
-        let start = Instant::now();
-        let report = f(items).await;
-        let mut kinds = Vec::new();
-        for o in &report.items {
-            match o {
-                ItemOutcome::Failed(e) => {
-                    record_error(op, e);
-                    kinds.push(e.kind());
+        let n = items.len();
+        histogram!(BATCH_SIZE, "operation" => op.as_str()).record(n as f64);
+        let span = self.span(op, n);
+        async {
+            let start = Instant::now();
+            let report = f(items).await;
+            let mut kinds = Vec::new();
+            for o in &report.items {
+                match o {
+                    ItemOutcome::Failed(e) => {
+                        record_error(op, e);
+                        kinds.push(e.kind());
+                    }
+                    ItemOutcome::NotAttempted => {
+                        counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => "not_attempted")
+                            .increment(1);
+                        kinds.push(ErrorKind::Unavailable);
+                    }
+                    ItemOutcome::Succeeded(_) => {}
                 }
-                ItemOutcome::NotAttempted => {
-                    counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => "not_attempted")
-                        .increment(1);
-                    kinds.push(ErrorKind::Unavailable);
-                }
-                ItemOutcome::Succeeded(_) => {}
             }
+            // A batch is "rejected" only when the breaker refused all of it.
+            let worst = kinds.iter().copied().find(|k| *k != ErrorKind::CircuitOpen).or(kinds.first().copied());
+            self.finish(op, worst, start, n);
+            report
         }
-        // A batch is "rejected" only when the breaker refused all of it.
-        let worst =
-            kinds.iter().copied().find(|k| *k != ErrorKind::CircuitOpen).or(kinds.first().copied());
-        self.finish(op, worst, start);
-        report
+        .instrument(span)
+        .await
     }
 
     fn on_search_results(&self, hits: usize) {
