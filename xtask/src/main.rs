@@ -4,6 +4,7 @@
 //! `target/redis-stack/`, runs the whole CI locally, and runs the demo. With no argument it
 //! prints help.
 
+mod infra;
 mod resp;
 mod stack;
 
@@ -26,9 +27,12 @@ commands:
   stack down         stop the server that `stack up` started (by its recorded pid)
   stack status       running / stopped / killed, with version and modules; exit 1 unless running
   stack url          print the URL of the running server
-  ci                 cargo fmt --check, cargo clippy -D warnings, start the stack, run every
+  ci                 cargo fmt --check, cargo clippy -D warnings, infra-check, start the stack, run every
                      test with ENGRAM_TEST_REDIS_URL exported, run the agent-loop example
                      against it, stop the stack (also on failure)
+  infra-check        check infrastructure/ with real tools: promtool (config, rules, rule
+                     tests), the dashboard against its schema and its PromQL, the Kubernetes
+                     manifests against their schemas, pinned compose images
   demo               for now: start the stack and print its version and modules; the scripted
                      agent session replaces this body when the CLI issue lands
 
@@ -94,6 +98,16 @@ fn run(args: &[&str]) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["ci"] => ci(&root, &stack),
+        ["infra-check"] => {
+            let failed = infra::Infra::new(&root).check_static()?;
+            if failed.is_empty() {
+                eprintln!("xtask infra-check: passed");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("xtask infra-check: FAILED: {}", failed.join(", "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
         ["demo"] => {
             let running = stack.up(UpOptions::default())?;
             println!("Redis Stack at {}", running.url);
@@ -181,6 +195,13 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
             &[],
         )
     });
+    let infra_ok = step("infra-check", &mut || {
+        let failed = infra::Infra::new(root).check_static()?;
+        if !failed.is_empty() {
+            eprintln!("xtask ci: infra-check failed: {}", failed.join(", "));
+        }
+        Ok(failed.is_empty())
+    });
     let mut url = None;
     let mut guard = StopOnDrop { stack, armed: false };
     let stack_ok = step("redis stack up", &mut || {
@@ -238,7 +259,7 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         );
     }
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
-    if fmt_ok && clippy_ok && stack_ok && tests_ok && examples_ok {
+    if fmt_ok && clippy_ok && infra_ok && stack_ok && tests_ok && examples_ok {
         eprintln!("xtask ci: passed");
         Ok(ExitCode::SUCCESS)
     } else {
