@@ -4,6 +4,7 @@
 //! `target/redis-stack/`, runs the whole CI locally, and runs the demo. With no argument it
 //! prints help.
 
+mod chaos;
 mod infra;
 mod resp;
 mod stack;
@@ -30,6 +31,8 @@ commands:
   ci                 cargo fmt --check, cargo clippy -D warnings, infra-check, start the stack, run every
                      test with ENGRAM_TEST_REDIS_URL exported, run the agent-loop example
                      against it, stop the stack (also on failure)
+  chaos              the fault, bad-input and security suites (servers of their own, from
+                     the installed wheel), then a summary of the figures they measured
   infra-check        check infrastructure/ with real tools: promtool (config, rules, rule
                      tests), the dashboard against its schema and its PromQL, the Kubernetes
                      manifests against their schemas, pinned compose images
@@ -98,6 +101,7 @@ fn run(args: &[&str]) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ["ci"] => ci(&root, &stack),
+        ["chaos"] => chaos::run(&root, &stack),
         ["infra-check"] => {
             let failed = infra::Infra::new(&root).check_static()?;
             if failed.is_empty() {
@@ -237,6 +241,7 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         }
         (None, _) => false,
     };
+    let chaos_ok = step("chaos suites", &mut || chaos::suites(root, stack));
     let examples_ok = match &url {
         Some(url) => step("examples", &mut || {
             // The example reads its configuration like any application: REDIS_URL here.
@@ -259,7 +264,7 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         );
     }
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
-    if fmt_ok && clippy_ok && infra_ok && stack_ok && tests_ok && examples_ok {
+    if fmt_ok && clippy_ok && infra_ok && stack_ok && tests_ok && chaos_ok && examples_ok {
         eprintln!("xtask ci: passed");
         Ok(ExitCode::SUCCESS)
     } else {

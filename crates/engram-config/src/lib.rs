@@ -46,7 +46,7 @@ pub use index::{DistanceMetric, IndexConfig, VectorAlgorithm, VectorType, is_saf
 pub use memory::{DedupConfig, MemoryPolicies, MemoryPolicy, RankingConfig};
 pub use observability::ObservabilityConfig;
 pub use problems::{Problem, Problems};
-pub use redis::{ReconnectConfig, RedisConfig, RedisUrl, TlsConfig, URL_SCHEMES};
+pub use redis::{Durability, ReconnectConfig, RedisConfig, RedisUrl, TlsConfig, URL_SCHEMES};
 pub use resilience::{
     BackoffStrategy, CircuitBreakerConfig, HealthConfig, Jitter, RetryBudgetConfig, RetryConfig,
 };

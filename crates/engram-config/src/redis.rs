@@ -44,6 +44,28 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How the client reconnects after losing its connection.
     pub reconnect: ReconnectConfig,
+    /// What an acknowledged write means: `none` (the server applied it; whether it survives
+    /// a crash depends on the server's `appendonly`/`appendfsync`) or `waitaof` (engram also
+    /// waits, with `WAITAOF 1 0`, until the server has written it to its append-only file on
+    /// disk; needs `appendonly yes`). Default: `none`.
+    pub durability: Durability,
+    /// How long one write batch waits for the append-only file under `durability = "waitaof"`;
+    /// must then be below `command_timeout`. Default: `1s`.
+    #[serde(with = "humantime_serde")]
+    pub durability_timeout: Duration,
+}
+
+/// What an acknowledged write means (see `redis.durability` in docs/configuration.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A write is acknowledged once the server applied it in memory.
+    #[default]
+    None,
+    /// A write is acknowledged once the server also fsynced it to its append-only file
+    /// (`WAITAOF 1 0 <durability_timeout>` after each write batch).
+    #[serde(rename = "waitaof")]
+    WaitAof,
 }
 
 impl Default for RedisConfig {
@@ -58,6 +80,8 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
             reconnect: ReconnectConfig::default(),
+            durability: Durability::None,
+            durability_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -290,6 +314,16 @@ impl RedisConfig {
         });
         c.nonzero(self.connect_timeout, "redis.connect_timeout");
         c.nonzero(self.command_timeout, "redis.command_timeout");
+        c.nonzero(self.durability_timeout, "redis.durability_timeout");
+        let fits =
+            self.durability == Durability::None || self.durability_timeout < self.command_timeout;
+        c.check(fits, "redis.durability_timeout", || {
+            format!(
+                "({}) must be below redis.command_timeout ({}), which bounds the whole write batch",
+                duration::format(self.durability_timeout),
+                duration::format(self.command_timeout)
+            )
+        });
         let r = &self.reconnect;
         c.nonzero(r.min_delay, "redis.reconnect.min_delay");
         c.check(r.max_delay >= r.min_delay, "redis.reconnect.max_delay", || {
@@ -315,6 +349,29 @@ mod tests {
         }
         assert_eq!(url.password().unwrap().expose(), "s3cr3t-pw");
         assert_eq!(url.username().as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn durability_parses_and_its_timeout_must_fit_the_command_timeout() {
+        let c: RedisConfig = toml::from_str("durability = \"waitaof\"").unwrap();
+        assert_eq!(c.durability, Durability::WaitAof);
+        let c: RedisConfig = toml::from_str("durability = \"none\"").unwrap();
+        assert_eq!(c.durability, Durability::None);
+        assert!(toml::from_str::<RedisConfig>("durability = \"always\"").is_err());
+        let mut c =
+            RedisConfig { durability_timeout: Duration::from_secs(3), ..Default::default() };
+        let mut problems = Collector::default();
+        c.validate(&mut problems);
+        assert!(problems.finish().is_ok(), "only checked under waitaof");
+        c.durability = Durability::WaitAof;
+        let mut problems = Collector::default();
+        c.validate(&mut problems);
+        let found = problems.finish().unwrap_err().to_string();
+        assert!(found.contains("redis.durability_timeout") && found.contains("below"), "{found}");
+        c.durability_timeout = Duration::from_millis(500);
+        let mut problems = Collector::default();
+        c.validate(&mut problems);
+        assert!(problems.finish().is_ok());
     }
 
     #[test]

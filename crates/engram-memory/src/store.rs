@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use engram_config::{Config, ConfigError, DedupConfig, IndexConfig, RankingConfig};
 use engram_resilience::{
-    BreakerSnapshot, CircuitBreaker, HealthChecker, HealthReport, MetricsObserver, Observer,
-    Observers, TokioClock,
+    BreakerSnapshot, CircuitBreaker, HealthChecker, HealthReport, HealthStatus, MetricsObserver,
+    Observer, Observers, TokioClock,
 };
 use engram_storage::clock::{SystemClock, WallClock};
 use engram_storage::layers::{MetricsPolicy, OperationStats, OperationSummary, StackBuilder};
@@ -69,6 +69,30 @@ pub struct HealthStatusReport {
     pub breaker: Option<BreakerSnapshot>,
     /// The backend's description, or why it could not be read.
     pub backend: Result<BackendInfo, String>,
+}
+
+impl HealthStatusReport {
+    /// Whether the index is still indexing existing records (`percent_indexed` below 1, as
+    /// after a restart or after the index was re-created): searches may miss records.
+    pub fn indexing(&self) -> bool {
+        self.backend
+            .as_ref()
+            .ok()
+            .and_then(|b| b.index.as_ref())
+            .is_some_and(|i| i.percent_indexed < 1.0)
+    }
+
+    /// The overall status: the health checker's (healthy when it is off), unhealthy when the
+    /// backend cannot be described, and degraded rather than healthy while the index is still
+    /// [indexing](Self::indexing).
+    pub fn status(&self) -> HealthStatus {
+        let checked = self.health.as_ref().map_or(HealthStatus::Healthy, |h| h.status);
+        match checked {
+            _ if self.backend.is_err() => HealthStatus::Unhealthy,
+            HealthStatus::Healthy if self.indexing() => HealthStatus::Degraded,
+            other => other,
+        }
+    }
 }
 
 /// Options beyond the configuration, mostly for tests.
@@ -246,6 +270,17 @@ impl MemoryStore {
         if let Some(e) = &entry.embedding {
             self.check_embedding(e)?;
         }
+        // A zero or negative time to live: the entry would be gone before it is read.
+        if let Some(at) = entry.expires_at.filter(|at| *at <= now) {
+            return Err(MemoryError::invalid(
+                "expires_at",
+                format!(
+                    "is {} ms since the epoch, expected a time after now ({} ms)",
+                    at.as_millis(),
+                    now.as_millis()
+                ),
+            ));
+        }
         entry.created_at = now;
         entry.updated_at = now;
         entry.last_accessed = None;
@@ -294,7 +329,7 @@ impl MemoryStore {
     /// it (a retried add is harmless). With deduplication on, content identical to an entry
     /// of the same namespace (or, with `near_distance`, an embedding that close within the same
     /// type) returns that entry's id and stores nothing. The expiry is the type's TTL with
-    /// jitter unless the entry sets one.
+    /// jitter unless the entry sets one; an explicit `expires_at` must lie in the future.
     ///
     /// # Errors
     /// [`MemoryError::Invalid`] or [`MemoryError::DimensionMismatch`] before any I/O, or a

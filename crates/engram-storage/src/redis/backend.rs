@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use engram_config::RedisConfig;
+use engram_config::{Durability, RedisConfig};
 use fred::bytes::Bytes;
 use fred::prelude::{ClientLike, Error as FredError, Value};
 use fred::types::{ClusterHash, CustomCommand};
@@ -94,6 +94,14 @@ struct Ready {
 ///   replaced as a whole and the expiry set in the same step, so a reader never sees half a
 ///   record and a retried write is idempotent. Batches are pipelined in chunks of
 ///   [`RedisBackendOptions::batch_chunk`] with one result per record.
+/// - Durability: with `redis.durability = "waitaof"` every write pipeline (puts,
+///   compare-and-set, deletes, touches) ends with `WAITAOF 1 0 <durability_timeout>` on the
+///   same connection; its writes are reported written only when the server confirms the
+///   fsync, else they fail with [`ErrorKind::Timeout`] (written, durability unknown).
+/// - Index loss: when a search, find or count finds the index gone on the server (a restart
+///   with empty data, a `FT.DROPINDEX` by someone else), the backend re-creates it once with
+///   the schema of its `ensure_index` and runs the operation again; the server then indexes
+///   existing records in the background (`percent_indexed` below 1 until it is done).
 /// - Expiry: `PEXPIREAT` deletes a record on the server; until Redis does (up to seconds for
 ///   many keys at once), every search filters `__exp` server-side and `get` compares it.
 /// - Search: KNN under a namespace and expiry pre-filter; distances are recomputed here in
@@ -267,7 +275,14 @@ impl RedisBackend {
     /// one outcome per command with `try_all`, so that one failing command does not hide the
     /// others. When a whole chunk fails (connection lost, timeout), its commands get that
     /// error and the later chunks are not attempted.
-    async fn pipelined(&self, commands: Vec<(&'static str, Vec<Value>)>) -> Outcomes {
+    ///
+    /// `writes` marks commands that change data: under [`Durability::WaitAof`] each chunk then
+    /// ends with `WAITAOF 1 0 <timeout>` on the same connection, and the chunk's successful
+    /// replies become timeouts unless the server confirms the local fsync.
+    async fn pipelined(&self, commands: Vec<(&'static str, Vec<Value>)>, writes: bool) -> Outcomes {
+        let (durability, wait) = self.conn.durability();
+        let wait_aof = writes && durability == Durability::WaitAof;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let n = commands.len();
         let mut out: Outcomes = Vec::with_capacity(n);
         let mut commands = commands.into_iter().peekable();
@@ -279,7 +294,30 @@ impl RedisBackend {
             for (name, args) in chunk {
                 queued.push(pipeline.custom::<Value, _>(command(name), args).await.err());
             }
+            if wait_aof {
+                let args = vec![text("1"), text("0"), text(wait_ms.to_string())];
+                // A queueing error shows as a missing reply below.
+                let _ = pipeline.custom::<Value, _>(command("WAITAOF"), args).await;
+            }
             let mut replies = pipeline.try_all::<Value>().await;
+            let unconfirmed = if wait_aof && replies.len() == len + 1 {
+                match replies.pop() {
+                    Some(Ok(Value::Array(counts)))
+                        if counts.first().and_then(Value::as_i64).is_some_and(|n| n >= 1) =>
+                    {
+                        None
+                    }
+                    Some(Err(e)) => Some(e),
+                    _ => Some(FredError::new(
+                        fred::error::ErrorKind::Timeout,
+                        format!(
+                            "the server did not confirm the append-only file fsync of the batch within {wait_ms} ms (written, durability unknown)"
+                        ),
+                    )),
+                }
+            } else {
+                None
+            };
             if replies.len() != len || len == 0 {
                 // The pipeline failed as a whole: every command of the chunk shares the error.
                 let error = replies.pop().and_then(Result::err).unwrap_or_else(|| {
@@ -291,9 +329,10 @@ impl RedisBackend {
             }
             // A command that could not be queued has no reply of its own.
             for (reply, queue_error) in replies.into_iter().zip(queued) {
-                out.push(Some(match queue_error {
-                    Some(e) => Err(e),
-                    None => reply,
+                out.push(Some(match (queue_error, &unconfirmed) {
+                    (Some(e), _) => Err(e),
+                    (None, Some(e)) if reply.is_ok() => Err(e.clone()),
+                    (None, _) => reply,
                 }));
             }
         }
@@ -332,7 +371,8 @@ impl RedisBackend {
             args.extend(argv.iter().cloned());
             ("EVALSHA", args)
         };
-        let outcomes = self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect()).await;
+        let outcomes =
+            self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect(), true).await;
         let retry: Vec<usize> = outcomes
             .iter()
             .enumerate()
@@ -346,6 +386,7 @@ impl RedisBackend {
                     let again = self
                         .pipelined(
                             retry.iter().map(|&i| build(&sha, &calls[i].0, &calls[i].1)).collect(),
+                            true,
                         )
                         .await;
                     for (i, o) in retry.into_iter().zip(again) {
@@ -468,6 +509,52 @@ impl RedisBackend {
         }
     }
 
+    /// Under [`Durability::WaitAof`], checks that the server accepts `WAITAOF` (it refuses it
+    /// when `appendonly` is off), so that a misconfiguration fails when the index is ensured
+    /// instead of failing every write.
+    async fn check_durability(&self) -> Result<(), StorageError> {
+        let op = Operation::EnsureIndex;
+        let (durability, wait) = self.conn.durability();
+        if durability != Durability::WaitAof {
+            return Ok(());
+        }
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let refused = |why: String| {
+            StorageError::new(
+                ErrorKind::Unsupported,
+                op,
+                format!(
+                    "redis.durability is \"waitaof\" but the server cannot confirm fsyncs ({why}); it needs appendonly yes, or set redis.durability = \"none\""
+                ),
+            )
+        };
+        match self.exec(op, "WAITAOF", vec![text("1"), text("0"), text(ms.to_string())]).await {
+            Ok(Value::Array(counts))
+                if counts.first().and_then(Value::as_i64).is_some_and(|n| n >= 1) =>
+            {
+                Ok(())
+            }
+            Ok(_) => Err(refused(format!("WAITAOF confirmed no local fsync within {ms} ms"))),
+            Err(e) if e.kind() == ErrorKind::Unexpected => Err(refused(e.message().to_owned())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an error says the index this backend serves has vanished from the server.
+    fn index_vanished(&self, e: &StorageError) -> bool {
+        e.kind() == ErrorKind::IndexMissing && self.ready(e.operation()).is_ok()
+    }
+
+    /// Re-creates the index this backend serves, after the server lost it.
+    async fn reensure(&self, op: Operation) -> Result<(), StorageError> {
+        let ready = self.ready(op)?;
+        tracing::warn!(
+            index = %ready.schema.name,
+            "the index is missing on the server (restarted empty, or dropped); re-creating it once"
+        );
+        self.ensure_index(&ready.schema).await.map(drop).map_err(|e| e.for_operation(op))
+    }
+
     /// Parses a scan cursor: `"{scan cursor}"` or `"{scan cursor}:{last id}"` when the page
     /// stopped inside the keys of one `SCAN` step.
     fn parse_cursor(c: &str, op: Operation) -> Result<(u64, Option<RecordId>), StorageError> {
@@ -570,6 +657,7 @@ impl StorageBackend for RedisBackend {
             Err(e) => return Err(e),
         };
         self.check_on_timeout().await?;
+        self.check_durability().await?;
         self.load_script(&self.write, op).await?;
         self.load_script(&self.touch, op).await?;
         *self.ready.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
@@ -635,7 +723,7 @@ impl StorageBackend for RedisBackend {
         };
         let commands =
             ids.iter().map(|id| ("HGETALL", vec![text(ready.codec.key(namespace, id))])).collect();
-        let outcomes = self.pipelined(commands).await;
+        let outcomes = self.pipelined(commands, false).await;
         let now = Timestamp::now();
         let items = ids
             .iter()
@@ -675,7 +763,7 @@ impl StorageBackend for RedisBackend {
         let commands =
             ids.iter().map(|id| ("DEL", vec![text(ready.codec.key(namespace, id))])).collect();
         let items = self
-            .pipelined(commands)
+            .pipelined(commands, true)
             .await
             .into_iter()
             .map(|o| match outcome(o, op) {
@@ -691,91 +779,103 @@ impl StorageBackend for RedisBackend {
     }
 
     async fn search(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        let op = Operation::Search;
-        let ready = self.ready(op)?;
-        let schema = &ready.schema;
-        q.validate(schema).map_err(|e| e.for_operation(op))?;
-        let now = Timestamp::now();
-        let ef = match schema.vector.algorithm {
-            Algorithm::Hnsw(p) => Some(q.ef_runtime.unwrap_or(p.ef_runtime)),
-            Algorithm::Flat => None,
-        };
-        let text_q = knn_query(
-            &q.namespace,
-            now,
-            q.filter.as_ref(),
-            q.max_distance.is_some(),
-            q.k,
-            ef.is_some(),
-        );
-        let mut args = self.search_args(&ready, text_q, q.k);
-        let mut params = vec![text("BLOB"), bytes(vector::to_le_bytes(&q.vector))];
-        if let Some(ef) = ef {
-            params.extend([text("EF"), text(ef.to_string())]);
-        }
-        if let Some(max) = q.max_distance {
-            // The server computes distances in f32: widen its radius by a hair and apply the
-            // exact threshold below, on distances computed the way the in-process backend does.
-            let radius = f64::from(max) * (1.0 + 1e-5) + 1e-6;
-            params.extend([text("RADIUS"), text(radius.to_string())]);
-        }
-        args.push(text("PARAMS"));
-        args.push(text(params.len().to_string()));
-        args.extend(params);
-        let mut returned: Vec<String> =
-            [codec::EXP, codec::VER, codec::PAYLOAD, codec::ACC_N, codec::ACC_T, codec::VEC]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-        returned.extend(schema.fields.iter().map(|f| f.name.clone()));
-        returned.push(codec::DIST.to_owned());
-        args.extend([
-            text("SORTBY"),
-            text(codec::DIST),
-            text("ASC"),
-            text("VERBATIM"),
-            text("RETURN"),
-            text(returned.len().to_string()),
-        ]);
-        args.extend(returned.into_iter().map(text));
-        args.extend([text("DIALECT"), text("2")]);
+        let attempt = || async {
+            let op = Operation::Search;
+            let ready = self.ready(op)?;
+            let schema = &ready.schema;
+            q.validate(schema).map_err(|e| e.for_operation(op))?;
+            let now = Timestamp::now();
+            let ef = match schema.vector.algorithm {
+                Algorithm::Hnsw(p) => Some(q.ef_runtime.unwrap_or(p.ef_runtime)),
+                Algorithm::Flat => None,
+            };
+            let text_q = knn_query(
+                &q.namespace,
+                now,
+                q.filter.as_ref(),
+                q.max_distance.is_some(),
+                q.k,
+                ef.is_some(),
+            );
+            let mut args = self.search_args(&ready, text_q, q.k);
+            let mut params = vec![text("BLOB"), bytes(vector::to_le_bytes(&q.vector))];
+            if let Some(ef) = ef {
+                params.extend([text("EF"), text(ef.to_string())]);
+            }
+            if let Some(max) = q.max_distance {
+                // The server computes distances in f32: widen its radius by a hair and apply the
+                // exact threshold below, on distances computed the way the in-process backend does.
+                let radius = f64::from(max) * (1.0 + 1e-5) + 1e-6;
+                params.extend([text("RADIUS"), text(radius.to_string())]);
+            }
+            args.push(text("PARAMS"));
+            args.push(text(params.len().to_string()));
+            args.extend(params);
+            let mut returned: Vec<String> =
+                [codec::EXP, codec::VER, codec::PAYLOAD, codec::ACC_N, codec::ACC_T, codec::VEC]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+            returned.extend(schema.fields.iter().map(|f| f.name.clone()));
+            returned.push(codec::DIST.to_owned());
+            args.extend([
+                text("SORTBY"),
+                text(codec::DIST),
+                text("ASC"),
+                text("VERBATIM"),
+                text("RETURN"),
+                text(returned.len().to_string()),
+            ]);
+            args.extend(returned.into_iter().map(text));
+            args.extend([text("DIALECT"), text("2")]);
 
-        let reply = self.exec(op, "FT.SEARCH", args).await?;
-        let Value::Array(items) = reply else {
-            return Err(protocol(op, "FT.SEARCH did not return an array"));
+            let reply = self.exec(op, "FT.SEARCH", args).await?;
+            let Value::Array(items) = reply else {
+                return Err(protocol(op, "FT.SEARCH did not return an array"));
+            };
+            let mut it = items.into_iter();
+            it.next()
+                .and_then(|t| t.as_u64())
+                .ok_or_else(|| protocol(op, "FT.SEARCH has no total"))?;
+            let mut hits = Vec::with_capacity(q.k);
+            while let Some(key) = it.next() {
+                let fields =
+                    it.next().ok_or_else(|| protocol(op, "FT.SEARCH result without fields"))?;
+                let key =
+                    key.as_string().ok_or_else(|| protocol(op, "FT.SEARCH key is not text"))?;
+                let Some((ns, id)) = ready.codec.parse(&key) else {
+                    return Err(protocol(op, "FT.SEARCH returned a key of another index"));
+                };
+                if ns != q.namespace {
+                    // The namespace clause makes this impossible; never pass on another's record.
+                    return Err(protocol(op, "FT.SEARCH returned a record of another namespace"));
+                }
+                let record = codec::decode(schema, &ns, &id, field_pairs(fields, op)?, op)?;
+                if codec::is_expired(record.expires_at, now) {
+                    continue;
+                }
+                let Some(v) = &record.vector else {
+                    return Err(protocol(op, "a search result has no vector"));
+                };
+                let distance = vector::distance(schema.vector.metric, &q.vector, v);
+                if q.max_distance.is_some_and(|max| distance > max) {
+                    continue;
+                }
+                hits.push(SearchHit { record, distance });
+            }
+            hits.sort_by(|a, b| {
+                a.distance.total_cmp(&b.distance).then_with(|| a.record.id.cmp(&b.record.id))
+            });
+            hits.truncate(q.k);
+            Ok(hits)
         };
-        let mut it = items.into_iter();
-        it.next().and_then(|t| t.as_u64()).ok_or_else(|| protocol(op, "FT.SEARCH has no total"))?;
-        let mut hits = Vec::with_capacity(q.k);
-        while let Some(key) = it.next() {
-            let fields =
-                it.next().ok_or_else(|| protocol(op, "FT.SEARCH result without fields"))?;
-            let key = key.as_string().ok_or_else(|| protocol(op, "FT.SEARCH key is not text"))?;
-            let Some((ns, id)) = ready.codec.parse(&key) else {
-                return Err(protocol(op, "FT.SEARCH returned a key of another index"));
-            };
-            if ns != q.namespace {
-                // The namespace clause makes this impossible; never pass on another's record.
-                return Err(protocol(op, "FT.SEARCH returned a record of another namespace"));
+        match attempt().await {
+            Err(e) if self.index_vanished(&e) => {
+                self.reensure(e.operation()).await?;
+                attempt().await
             }
-            let record = codec::decode(schema, &ns, &id, field_pairs(fields, op)?, op)?;
-            if codec::is_expired(record.expires_at, now) {
-                continue;
-            }
-            let Some(v) = &record.vector else {
-                return Err(protocol(op, "a search result has no vector"));
-            };
-            let distance = vector::distance(schema.vector.metric, &q.vector, v);
-            if q.max_distance.is_some_and(|max| distance > max) {
-                continue;
-            }
-            hits.push(SearchHit { record, distance });
+            other => other,
         }
-        hits.sort_by(|a, b| {
-            a.distance.total_cmp(&b.distance).then_with(|| a.record.id.cmp(&b.record.id))
-        });
-        hits.truncate(q.k);
-        Ok(hits)
     }
 
     async fn find(
@@ -784,71 +884,94 @@ impl StorageBackend for RedisBackend {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError> {
-        let op = Operation::Find;
-        check_find_limit(limit).map_err(|e| e.for_operation(op))?;
-        let ready = self.ready(op)?;
-        filter.validate(&ready.schema).map_err(|e| e.for_operation(op))?;
-        // FT.AGGREGATE sorts by key (`__key`, the same order as ids under one namespace
-        // prefix) and cuts at `limit`; it loads hash values as C strings, which would cut a
-        // vector or payload at its first zero byte, so the records are read by key after it.
-        let query_text = format!(
-            "{} {}",
-            query::scope(namespace, Timestamp::now()),
-            query::render_filter(filter)
-        );
-        let mut args = vec![text(ready.schema.name.clone()), text(query_text)];
-        args.extend(["LOAD", "1", "@__key", "SORTBY", "2", "@__key", "ASC", "MAX"].map(text));
-        args.push(text(limit.to_string()));
-        if let Some(ms) = self.query_timeout_ms() {
-            args.extend([text("TIMEOUT"), text(ms.to_string())]);
-        }
-        args.extend([text("DIALECT"), text("2")]);
-        let reply = self.exec(op, "FT.AGGREGATE", args).await?;
-        let Value::Array(rows) = reply else {
-            return Err(protocol(op, "FT.AGGREGATE did not return an array"));
-        };
-        let mut ids = Vec::with_capacity(limit);
-        for row in rows.into_iter().skip(1) {
-            let key = field_pairs(row, op)?
-                .into_iter()
-                .find(|(k, _)| k == "__key")
-                .and_then(|(_, v)| String::from_utf8(v).ok())
-                .ok_or_else(|| protocol(op, "FT.AGGREGATE row without its key"))?;
-            match ready.codec.parse(&key) {
-                Some((ns, id)) if &ns == namespace => ids.push(id),
-                _ => return Err(protocol(op, "FT.AGGREGATE returned a key of another namespace")),
+        let attempt = || async {
+            let op = Operation::Find;
+            check_find_limit(limit).map_err(|e| e.for_operation(op))?;
+            let ready = self.ready(op)?;
+            filter.validate(&ready.schema).map_err(|e| e.for_operation(op))?;
+            // FT.AGGREGATE sorts by key (`__key`, the same order as ids under one namespace
+            // prefix) and cuts at `limit`; it loads hash values as C strings, which would cut a
+            // vector or payload at its first zero byte, so the records are read by key after it.
+            let query_text = format!(
+                "{} {}",
+                query::scope(namespace, Timestamp::now()),
+                query::render_filter(filter)
+            );
+            let mut args = vec![text(ready.schema.name.clone()), text(query_text)];
+            args.extend(["LOAD", "1", "@__key", "SORTBY", "2", "@__key", "ASC", "MAX"].map(text));
+            args.push(text(limit.to_string()));
+            if let Some(ms) = self.query_timeout_ms() {
+                args.extend([text("TIMEOUT"), text(ms.to_string())]);
             }
-        }
-        let mut records = Vec::with_capacity(ids.len());
-        for item in self.get_batch(namespace, &ids).await.items {
-            match item {
-                // Deleted or expired since the aggregate: not a match any more.
-                ItemOutcome::Succeeded(r) => records.extend(r),
-                ItemOutcome::Failed(e) => return Err(e.for_operation(op)),
-                ItemOutcome::NotAttempted => {
-                    return Err(StorageError::new(
-                        ErrorKind::Unavailable,
-                        op,
-                        "reading the records found was not attempted",
-                    ));
+            args.extend([text("DIALECT"), text("2")]);
+            let reply = self.exec(op, "FT.AGGREGATE", args).await?;
+            let Value::Array(rows) = reply else {
+                return Err(protocol(op, "FT.AGGREGATE did not return an array"));
+            };
+            let mut ids = Vec::with_capacity(limit);
+            for row in rows.into_iter().skip(1) {
+                let key = field_pairs(row, op)?
+                    .into_iter()
+                    .find(|(k, _)| k == "__key")
+                    .and_then(|(_, v)| String::from_utf8(v).ok())
+                    .ok_or_else(|| protocol(op, "FT.AGGREGATE row without its key"))?;
+                match ready.codec.parse(&key) {
+                    Some((ns, id)) if &ns == namespace => ids.push(id),
+                    _ => {
+                        return Err(protocol(
+                            op,
+                            "FT.AGGREGATE returned a key of another namespace",
+                        ));
+                    }
                 }
             }
+            let mut records = Vec::with_capacity(ids.len());
+            for item in self.get_batch(namespace, &ids).await.items {
+                match item {
+                    // Deleted or expired since the aggregate: not a match any more.
+                    ItemOutcome::Succeeded(r) => records.extend(r),
+                    ItemOutcome::Failed(e) => return Err(e.for_operation(op)),
+                    ItemOutcome::NotAttempted => {
+                        return Err(StorageError::new(
+                            ErrorKind::Unavailable,
+                            op,
+                            "reading the records found was not attempted",
+                        ));
+                    }
+                }
+            }
+            records.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(records)
+        };
+        match attempt().await {
+            Err(e) if self.index_vanished(&e) => {
+                self.reensure(e.operation()).await?;
+                attempt().await
+            }
+            other => other,
         }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {
-        let op = Operation::Count;
-        let ready = self.ready(op)?;
-        let mut args = self.search_args(&ready, query::scope(namespace, Timestamp::now()), 0);
-        args.extend([text("DIALECT"), text("2")]);
-        let reply = self.exec(op, "FT.SEARCH", args).await?;
-        match reply {
-            Value::Array(items) => items.first().and_then(Value::as_u64),
-            other => other.as_u64(),
+        let attempt = || async {
+            let op = Operation::Count;
+            let ready = self.ready(op)?;
+            let mut args = self.search_args(&ready, query::scope(namespace, Timestamp::now()), 0);
+            args.extend([text("DIALECT"), text("2")]);
+            let reply = self.exec(op, "FT.SEARCH", args).await?;
+            match reply {
+                Value::Array(items) => items.first().and_then(Value::as_u64),
+                other => other.as_u64(),
+            }
+            .ok_or_else(|| protocol(op, "FT.SEARCH did not return a count"))
+        };
+        match attempt().await {
+            Err(e) if self.index_vanished(&e) => {
+                self.reensure(e.operation()).await?;
+                attempt().await
+            }
+            other => other,
         }
-        .ok_or_else(|| protocol(op, "FT.SEARCH did not return a count"))
     }
 
     async fn scan(

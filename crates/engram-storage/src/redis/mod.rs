@@ -20,7 +20,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use engram_config::RedisConfig;
+use engram_config::{Durability, RedisConfig};
 use fred::prelude::{
     ClientLike, Config as FredConfig, ConnectionConfig, Error as FredError, ErrorKind as FredKind,
     PerformanceConfig, Pool, ReconnectPolicy,
@@ -124,6 +124,8 @@ impl ServerInfo {
 pub struct RedisConnection {
     pool: Pool,
     command_timeout: Duration,
+    durability: Durability,
+    durability_timeout: Duration,
     server: ServerInfo,
 }
 
@@ -133,6 +135,7 @@ impl fmt::Debug for RedisConnection {
         f.debug_struct("RedisConnection")
             .field("server_version", &self.server.version)
             .field("command_timeout", &self.command_timeout)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +173,8 @@ impl RedisConnection {
         let mut this = Self {
             pool,
             command_timeout: config.command_timeout,
+            durability: config.durability,
+            durability_timeout: config.durability_timeout,
             server: ServerInfo { version: String::new(), modules: Vec::new() },
         };
         let checked = async {
@@ -187,6 +192,27 @@ impl RedisConnection {
     /// The server's version and modules, as read at connection time.
     pub fn server(&self) -> &ServerInfo {
         &self.server
+    }
+
+    /// What an acknowledged write means (`redis.durability`), and how long a write batch
+    /// waits for the append-only file under [`Durability::WaitAof`].
+    pub fn durability(&self) -> (Durability, Duration) {
+        (self.durability, self.durability_timeout)
+    }
+
+    /// Commands buffered in the client and not yet written to the server, summed over the
+    /// pool's connections (they pile up while the server is unreachable; the command timeout
+    /// and the circuit breaker bound them).
+    pub fn queued_commands(&self) -> usize {
+        use fred::interfaces::MetricsInterface;
+        self.pool.clients().iter().map(MetricsInterface::command_queue_len).sum()
+    }
+
+    /// Commands the client sent again because their connection closed while they waited for a
+    /// reply, summed over the pool's connections.
+    pub fn redeliveries(&self) -> usize {
+        use fred::interfaces::MetricsInterface;
+        self.pool.clients().iter().map(MetricsInterface::read_redelivery_count).sum()
     }
 
     /// Sends `PING` and returns the round-trip time.

@@ -4,6 +4,11 @@
 //! They are loaded with `SCRIPT LOAD` once and run with `EVALSHA`; a `NOSCRIPT` reply (after a
 //! restart, a failover or `SCRIPT FLUSH`) reloads the script and runs the command again, which
 //! is safe because a `NOSCRIPT` command ran nothing.
+//!
+//! Both start with a `#!lua` shebang (Redis 7): a script with one is refused as a whole with
+//! `OOM` when the server is above `maxmemory`, before it runs. Without it Redis runs the
+//! script and only its writing commands are checked, so a write could delete the old hash and
+//! then fail to write the new one (or, as measured on 7.4, write past `maxmemory`).
 
 use std::sync::RwLock;
 
@@ -17,7 +22,7 @@ use std::sync::RwLock;
 /// `PEXPIREAT` time, or empty for none (a time in the past deletes the key at once).
 /// `ARGV[4..]`: field/value pairs. Replies `{1}` when written, `{0}` when the version check
 /// found no live record, `{0, version}` when it found another version.
-pub(crate) const WRITE: &str = r"
+pub(crate) const WRITE: &str = r"#!lua
 local key = KEYS[1]
 local t = redis.call('TYPE', key)['ok']
 if t ~= 'none' and t ~= 'hash' then
@@ -49,7 +54,7 @@ return {1}
 /// liveness. `ARGV[3]`: the new `__exp`, or empty to keep it. `ARGV[4]`: the new `PEXPIREAT`
 /// time, or empty for none (with `ARGV[3]` set: `PERSIST`). Replies nil when there is no live
 /// record (and creates nothing), else `{count, __exp}`.
-pub(crate) const TOUCH: &str = r"
+pub(crate) const TOUCH: &str = r"#!lua
 local key = KEYS[1]
 if redis.call('TYPE', key)['ok'] ~= 'hash' then return false end
 local exp = redis.call('HGET', key, '__exp')
