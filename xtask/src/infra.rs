@@ -257,3 +257,132 @@ for b in bad:
     print("compose:", b)
 sys.exit(1 if bad else 0)
 "#;
+
+/// A child process killed (and reaped) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One dashboard query's answer in the live check.
+pub(crate) struct PanelResult {
+    pub(crate) panel: String,
+    pub(crate) expr: String,
+    pub(crate) series: Vec<String>,
+}
+
+impl Infra {
+    fn query(&self, prometheus: &str, expr: &str) -> Result<Vec<String>> {
+        let out = Command::new(self.bin("promtool"))
+            .args(["query", "instant", prometheus, expr])
+            .output()?;
+        if !out.status.success() {
+            bail!("promtool query failed for {expr}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Runs the engram demo (real traffic against `redis_url`, then its metrics endpoint kept
+    /// up), redis_exporter and a loopback Prometheus scraping both every second, and asks
+    /// Prometheus every dashboard query: each must return at least one series.
+    pub(crate) fn check_live(&self, redis_url: &str) -> Result<Vec<PanelResult>> {
+        self.ensure_prometheus()?;
+        let run_dir = self.dir.join(format!("live-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        std::fs::create_dir_all(&run_dir)?;
+        let log = |name: &str| -> Result<std::fs::File> {
+            Ok(std::fs::File::create(run_dir.join(name))?)
+        };
+
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let built = Command::new(&cargo)
+            .args(["build", "--quiet", "--locked", "-p", "engram-cli"])
+            .current_dir(&self.root)
+            .status()?;
+        if !built.success() {
+            bail!("cannot build the engram binary");
+        }
+        let engram = self.root.join("target").join("debug").join("engram");
+        let (engram_port, exporter_port, prom_port) = (free_port()?, free_port()?, free_port()?);
+
+        let _exporter = Child(
+            Command::new(self.bin("prometheus-redis-exporter"))
+                .arg(format!("-redis.addr={redis_url}"))
+                .arg(format!("-web.listen-address=127.0.0.1:{exporter_port}"))
+                .stdout(log("redis-exporter.log")?)
+                .stderr(log("redis-exporter.err")?)
+                .spawn()
+                .context("cannot start redis_exporter")?,
+        );
+        let _demo = Child(
+            Command::new(&engram)
+                .args(["demo", "--metrics-seconds", "120"])
+                .env("REDIS_URL", redis_url)
+                .env("ENGRAM__OBSERVABILITY__METRICS_ADDRESS", format!("127.0.0.1:{engram_port}"))
+                .stdout(log("demo.log")?)
+                .stderr(log("demo.err")?)
+                .spawn()
+                .context("cannot start the engram demo")?,
+        );
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: engram\n    static_configs:\n      - targets: [\"127.0.0.1:{engram_port}\"]\n  - job_name: redis\n    static_configs:\n      - targets: [\"127.0.0.1:{exporter_port}\"]\n",
+            rules = self.root.join("infrastructure/prometheus/alerts.yml").display()
+        );
+        std::fs::write(run_dir.join("prometheus.yml"), config)?;
+        let _prometheus = Child(
+            Command::new(self.bin("prometheus"))
+                .arg(format!("--config.file={}", run_dir.join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", run_dir.join("tsdb").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+                .stdout(log("prometheus.log")?)
+                .stderr(log("prometheus.err")?)
+                .spawn()
+                .context("cannot start prometheus")?,
+        );
+        let url = format!("http://127.0.0.1:{prom_port}");
+        // Wait until both targets are up and engram has exported its operations.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let ready =
+                self.query(&url, "count(up == 1) >= 2").map(|r| !r.is_empty()).unwrap_or(false)
+                    && self
+                        .query(&url, "count(engram_operation_duration_seconds_count) > 0")
+                        .map(|r| !r.is_empty())
+                        .unwrap_or(false);
+            if ready {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "prometheus did not see both targets with engram operations within 90 s (logs in {})",
+                    run_dir.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        // A few more scrapes, so that rates have two samples in their window.
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        let mut results = Vec::new();
+        for (panel, expr) in self.dashboard_queries("1m")? {
+            let series = self.query(&url, &expr)?;
+            results.push(PanelResult { panel, expr, series });
+        }
+        for alert_expr in ["ALERTS", "up"] {
+            let _ = self.query(&url, alert_expr)?;
+        }
+        let _ = std::fs::remove_dir_all(run_dir.join("tsdb"));
+        Ok(results)
+    }
+}

@@ -4,7 +4,9 @@
 //! `target/redis-stack/`, runs the whole CI locally, and runs the demo. With no argument it
 //! prints help.
 
+mod bench;
 mod chaos;
+mod demo;
 mod infra;
 mod resp;
 mod stack;
@@ -33,11 +35,21 @@ commands:
                      against it, stop the stack (also on failure)
   chaos              the fault, bad-input and security suites (servers of their own, from
                      the installed wheel), then a summary of the figures they measured
-  infra-check        check infrastructure/ with real tools: promtool (config, rules, rule
+  infra-check [--live]
+                     check infrastructure/ with real tools: promtool (config, rules, rule
                      tests), the dashboard against its schema and its PromQL, the Kubernetes
-                     manifests against their schemas, pinned compose images
-  demo               for now: start the stack and print its version and modules; the scripted
-                     agent session replaces this body when the CLI issue lands
+                     manifests against their schemas, pinned compose images; --live also runs
+                     the demo under a loopback Prometheus and asks it every dashboard query
+  demo [--metrics-seconds N]
+                     start the stack if needed and run the scripted agent session (`engram
+                     demo`): remember a built-in corpus, recall with filters, update, touch,
+                     forget, TTL expiry, stats and health; keep a metrics endpoint up N seconds
+                     at the end (default 15, 0 when CI=true)
+  bench [--quick] [--dataset DIR] [--runs N] [--json] [--dev] [-- ENGRAM BENCH OPTIONS]
+                     start the stack if needed and run the end-to-end benchmark (`engram bench`,
+                     release build) with the server's own redis-benchmark and redis-cli as the
+                     ceiling; --quick is the CI size (checks every workload produced a number),
+                     --dev a debug build
 
 environment:
   ENGRAM_TEST_REDIS_URL  use this Redis Stack (it must have RediSearch >= 2.10 and RedisJSON)
@@ -102,8 +114,19 @@ fn run(args: &[&str]) -> Result<ExitCode> {
         }
         ["ci"] => ci(&root, &stack),
         ["chaos"] => chaos::run(&root, &stack),
-        ["infra-check"] => {
-            let failed = infra::Infra::new(&root).check_static()?;
+        ["infra-check", rest @ ..] => {
+            let live = parse_flags(rest, &["--live"])?.contains(&"--live");
+            let infra = infra::Infra::new(&root);
+            let mut failed = infra.check_static()?;
+            if live {
+                let running = stack.up(UpOptions::default())?;
+                if !report_live(&infra, &running.url) {
+                    failed.push("live scrape");
+                }
+                if running.started {
+                    stack.down()?;
+                }
+            }
             if failed.is_empty() {
                 eprintln!("xtask infra-check: passed");
                 Ok(ExitCode::SUCCESS)
@@ -112,18 +135,8 @@ fn run(args: &[&str]) -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        ["demo"] => {
-            let running = stack.up(UpOptions::default())?;
-            println!("Redis Stack at {}", running.url);
-            println!("  redis {}", running.facts.version);
-            for (name, v) in &running.facts.modules {
-                println!("  module {name} {}.{}.{}", v / 10_000, (v / 100) % 100, v % 100);
-            }
-            println!(
-                "(the scripted agent session arrives with the CLI issue; stop the server with `cargo xtask stack down`)"
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        ["demo", rest @ ..] => demo::run(&root, &stack, rest),
+        ["bench", rest @ ..] => bench::run(&root, &stack, rest),
         _ => {
             eprint!("xtask: unknown command `{}`\n\n{HELP}", args.join(" "));
             Ok(ExitCode::from(2))
@@ -145,6 +158,41 @@ fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs the live scrape check and prints each panel with the series it returned.
+fn report_live(infra: &infra::Infra, redis_url: &str) -> bool {
+    match infra.check_live(redis_url) {
+        Err(e) => {
+            eprintln!("xtask infra-check: live scrape: {e:#}");
+            false
+        }
+        Ok(results) => {
+            let mut ok = true;
+            for r in &results {
+                let shown: Vec<&str> = r.series.iter().take(3).map(String::as_str).collect();
+                let more = r.series.len().saturating_sub(3);
+                if r.series.is_empty() {
+                    ok = false;
+                    eprintln!("  EMPTY  {}: {}", r.panel, r.expr);
+                } else {
+                    eprintln!(
+                        "  {:>3}    {}: {}{}",
+                        r.series.len(),
+                        r.panel,
+                        shown.join(" | "),
+                        if more > 0 { format!(" (+{more})") } else { String::new() }
+                    );
+                }
+            }
+            eprintln!(
+                "xtask infra-check: live scrape: {} queries, {}",
+                results.len(),
+                if ok { "every one returned data" } else { "some returned nothing" }
+            );
+            ok
+        }
+    }
 }
 
 /// Stops the server on drop when this run started it, so that a failing or panicking step
@@ -242,6 +290,12 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         (None, _) => false,
     };
     let chaos_ok = step("chaos suites", &mut || chaos::suites(root, stack));
+    let live_ok = match &url {
+        Some(url) => {
+            step("infra live scrape", &mut || Ok(report_live(&infra::Infra::new(root), url)))
+        }
+        None => false,
+    };
     let examples_ok = match &url {
         Some(url) => step("examples", &mut || {
             // The example reads its configuration like any application: REDIS_URL here.
@@ -252,6 +306,12 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         }),
         None => false,
     };
+    let demo_ok = step("demo", &mut || {
+        Ok(demo::run(root, stack, &["--metrics-seconds", "0"])? == ExitCode::SUCCESS)
+    });
+    let bench_ok = step("bench --quick", &mut || {
+        Ok(bench::run(root, stack, &["--quick", "--dev"])? == ExitCode::SUCCESS)
+    });
     drop(guard);
 
     eprintln!("\nxtask ci: summary");
@@ -264,7 +324,17 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
         );
     }
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
-    if fmt_ok && clippy_ok && infra_ok && stack_ok && tests_ok && chaos_ok && examples_ok {
+    if fmt_ok
+        && clippy_ok
+        && infra_ok
+        && stack_ok
+        && tests_ok
+        && chaos_ok
+        && live_ok
+        && examples_ok
+        && demo_ok
+        && bench_ok
+    {
         eprintln!("xtask ci: passed");
         Ok(ExitCode::SUCCESS)
     } else {
