@@ -442,30 +442,13 @@ impl MemoryStore {
         namespace_name: &str,
         ids: &[&str],
     ) -> Vec<Result<Option<MemoryEntry>, MemoryError>> {
-        let ns = match namespace(namespace_name) {
-            Ok(ns) => ns,
-            Err(e) => {
-                return ids
-                    .iter()
-                    .map(|_| Err(MemoryError::invalid("namespace", e.to_string())))
-                    .collect();
-            }
-        };
-        let parsed: Vec<Result<MemoryId, MemoryError>> =
-            ids.iter().map(|id| memory_id(id)).collect();
-        let valid: Vec<MemoryId> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let mut fetched = self.inner.backend.get_batch(&ns, &valid).await.items.into_iter();
-        parsed
-            .into_iter()
-            .map(|p| {
-                p.and_then(|_| match fetched.next() {
-                    Some(ItemOutcome::Succeeded(Some(r))) => codec::from_record(r).map(Some),
-                    Some(ItemOutcome::Succeeded(None)) => Ok(None),
-                    Some(ItemOutcome::Failed(e)) => Err(e.into()),
-                    _ => Err(MemoryError::invalid("batch", "item not attempted")),
-                })
-            })
-            .collect()
+        self.by_ids(
+            namespace_name,
+            ids,
+            |ns, ids| async move { self.inner.backend.get_batch(&ns, &ids).await },
+            |found| found.map(codec::from_record).transpose(),
+        )
+        .await
     }
 
     /// Whether an entry exists (without recording an access).
@@ -571,24 +554,50 @@ impl MemoryStore {
         namespace_name: &str,
         ids: &[&str],
     ) -> Vec<Result<bool, MemoryError>> {
+        self.by_ids(
+            namespace_name,
+            ids,
+            |ns, ids| async move { self.inner.backend.delete_batch(&ns, &ids).await },
+            Ok,
+        )
+        .await
+    }
+
+    /// Runs a batch call over the valid ids and answers one result per id, in order: the id's
+    /// own validation error, or the backend's outcome mapped by `map`.
+    async fn by_ids<T, U, F, Fut>(
+        &self,
+        namespace_name: &str,
+        ids: &[&str],
+        call: F,
+        map: impl Fn(T) -> Result<U, MemoryError>,
+    ) -> Vec<Result<U, MemoryError>>
+    where
+        F: FnOnce(Namespace, Vec<MemoryId>) -> Fut,
+        Fut: std::future::Future<Output = engram_storage::BatchReport<T>>,
+    {
         let ns = match namespace(namespace_name) {
             Ok(ns) => ns,
             Err(e) => {
+                let message = match e {
+                    MemoryError::Invalid { message, .. } => message,
+                    other => other.to_string(),
+                };
                 return ids
                     .iter()
-                    .map(|_| Err(MemoryError::invalid("namespace", e.to_string())))
+                    .map(|_| Err(MemoryError::invalid("namespace", message.clone())))
                     .collect();
             }
         };
         let parsed: Vec<Result<MemoryId, MemoryError>> =
             ids.iter().map(|id| memory_id(id)).collect();
         let valid: Vec<MemoryId> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-        let mut done = self.inner.backend.delete_batch(&ns, &valid).await.items.into_iter();
+        let mut outcomes = call(ns, valid).await.items.into_iter();
         parsed
             .into_iter()
             .map(|p| {
-                p.and_then(|_| match done.next() {
-                    Some(ItemOutcome::Succeeded(existed)) => Ok(existed),
+                p.and_then(|_| match outcomes.next() {
+                    Some(ItemOutcome::Succeeded(v)) => map(v),
                     Some(ItemOutcome::Failed(e)) => Err(e.into()),
                     _ => Err(MemoryError::invalid("batch", "item not attempted")),
                 })
