@@ -545,6 +545,25 @@ impl RedisBackend {
         e.kind() == ErrorKind::IndexMissing && self.ready(e.operation()).is_ok()
     }
 
+    /// Runs `attempt`; when it fails because the server lost the index, re-creates the index
+    /// once and runs `attempt` again.
+    async fn once_more_if_index_vanished<T, F, Fut>(
+        &self,
+        mut attempt: F,
+    ) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        match attempt().await {
+            Err(e) if self.index_vanished(&e) => {
+                self.reensure(e.operation()).await?;
+                attempt().await
+            }
+            other => other,
+        }
+    }
+
     /// Re-creates the index this backend serves, after the server lost it.
     async fn reensure(&self, op: Operation) -> Result<(), StorageError> {
         let ready = self.ready(op)?;
@@ -869,13 +888,7 @@ impl StorageBackend for RedisBackend {
             hits.truncate(q.k);
             Ok(hits)
         };
-        match attempt().await {
-            Err(e) if self.index_vanished(&e) => {
-                self.reensure(e.operation()).await?;
-                attempt().await
-            }
-            other => other,
-        }
+        self.once_more_if_index_vanished(attempt).await
     }
 
     async fn find(
@@ -943,13 +956,7 @@ impl StorageBackend for RedisBackend {
             records.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(records)
         };
-        match attempt().await {
-            Err(e) if self.index_vanished(&e) => {
-                self.reensure(e.operation()).await?;
-                attempt().await
-            }
-            other => other,
-        }
+        self.once_more_if_index_vanished(attempt).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {
@@ -965,13 +972,7 @@ impl StorageBackend for RedisBackend {
             }
             .ok_or_else(|| protocol(op, "FT.SEARCH did not return a count"))
         };
-        match attempt().await {
-            Err(e) if self.index_vanished(&e) => {
-                self.reensure(e.operation()).await?;
-                attempt().await
-            }
-            other => other,
-        }
+        self.once_more_if_index_vanished(attempt).await
     }
 
     async fn scan(
