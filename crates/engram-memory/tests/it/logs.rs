@@ -69,7 +69,15 @@ fn no_secret_or_content_in_any_log_line() {
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
-    tracing::subscriber::with_default(subscriber, || {
+    // tracing-core caches each callsite's interest. While only one dispatcher exists it
+    // asks the *registering thread's* default, so a span callsite first reached by a test
+    // running in parallel (with no subscriber) would be cached as "never" and this
+    // subscriber would see no spans. A second live dispatcher makes tracing-core combine
+    // the interest of every registered dispatcher instead, this one included; its creation
+    // also rebuilds the interest of every callsite registered before.
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::dispatcher::with_default(&dispatch, || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         rt.block_on(async {
             // In-process, with credentials configured (never used, never shown).
