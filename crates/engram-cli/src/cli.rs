@@ -151,7 +151,7 @@ pub struct RecallArgs {
     /// Only entries at most this important.
     #[arg(long)]
     pub max_importance: Option<f32>,
-    /// Only entries whose content has every word of this text.
+    /// Only entries whose content has every word of this text (needs index.full_text = true).
     #[arg(long)]
     pub text: Option<String>,
     /// Only results at this distance or closer.

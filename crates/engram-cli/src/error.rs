@@ -122,6 +122,7 @@ impl From<MemoryError> for CliError {
             MemoryError::Invalid { .. }
             | MemoryError::DimensionMismatch { .. }
             | MemoryError::ModelMismatch { .. }
+            | MemoryError::FullTextDisabled { .. }
             | MemoryError::Config(_)
             | MemoryError::Settings(_) => ExitKind::BadInput,
             MemoryError::Storage(s) => match s.kind() {
@@ -171,6 +172,8 @@ mod tests {
         assert!(down.message.contains("cargo xtask stack up"), "{}", down.message);
         let dim = MemoryError::DimensionMismatch { expected: 384, found: 3 };
         assert_eq!(CliError::from(dim).kind.code(), 2, "a user's vector of the wrong size");
+        let text = MemoryError::FullTextDisabled { index: "engram-idx".into() };
+        assert_eq!(CliError::from(text).kind.code(), 2, "--text without index.full_text");
         let dim = MemoryError::DimensionMismatch { expected: 384, found: 3 };
         assert_eq!(CliError::from_connect(dim).kind.code(), 3, "the index holds another size");
     }

@@ -63,6 +63,15 @@ pub struct IndexConfig {
     pub distance_metric: DistanceMetric,
     /// Element type of stored vectors. Default: `FLOAT32`.
     pub vector_type: VectorType,
+    /// Whether the content of each memory is also indexed as a TEXT field, so that queries
+    /// can filter by the words it contains (`MemoryQuery::text`, `engram recall --text`).
+    /// Off, the content is kept only in the payload: reads return it, but a query with a text
+    /// filter is refused before anything is sent. The TEXT field costs server CPU and memory
+    /// on every write: ingest into a FLAT index measured 26.6k entries/s with it and 31.3k/s
+    /// without (docs/performance.md). It is part of the index schema, so an existing index
+    /// built with the other setting is reported as a schema mismatch on field `content`, never
+    /// rewritten. Default: `false`.
+    pub full_text: bool,
     /// Name of the embedding model whose vectors the index holds. When set, it is recorded
     /// with the index, and a store opened with another model name, or a query naming another
     /// model, is refused. Default: none.
@@ -82,6 +91,7 @@ impl Default for IndexConfig {
             dimension: 384,
             distance_metric: DistanceMetric::Cosine,
             vector_type: VectorType::Float32,
+            full_text: false,
             embedding_model: None,
         }
     }

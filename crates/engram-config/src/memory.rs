@@ -96,7 +96,9 @@ pub struct MemoryPolicies {
 #[serde(default, deny_unknown_fields)]
 pub struct DedupConfig {
     /// Whether adding content identical to an existing entry of the same namespace returns the
-    /// existing entry's id instead of storing a second one. Default: `true`.
+    /// existing entry's id instead of storing a second one (also between the entries of one
+    /// batch). A batch looks its duplicates up with one search per namespace, not one per
+    /// entry. Default: `true`.
     pub exact: bool,
     /// When set, adding an entry whose embedding is within this distance of an existing
     /// entry of the same namespace and type returns that entry's id. Default: none.

@@ -43,6 +43,22 @@ fn defaults_are_valid_and_documented_values() {
     assert_eq!(c.memory.long_term.ttl, Some(Duration::from_secs(30 * 86_400)));
     assert_eq!(c.memory.semantic.ttl, Some(Duration::from_secs(30 * 86_400)));
     assert!(c.observability.metrics_address.ip().is_loopback());
+    assert!(!c.index.full_text, "full-text indexing is opt-in");
+}
+
+#[test]
+fn full_text_is_set_by_file_and_env() {
+    Jail::expect_with(|jail| {
+        jail.create_file("engram.toml", "[index]\nfull_text = true\n")?;
+        let c = Config::load(Some("engram.toml".as_ref())).map_err(|e| e.to_string())?;
+        assert!(c.index.full_text);
+        jail.set_env("ENGRAM__INDEX__FULL_TEXT", "false");
+        let c = Config::load(Some("engram.toml".as_ref())).map_err(|e| e.to_string())?;
+        assert!(!c.index.full_text, "env beats file");
+        Ok(())
+    });
+    let err = Config::from_toml_str("[index]\nfull_text = \"yes\"").unwrap_err();
+    assert!(err.to_string().contains("index.full_text"), "{err}");
 }
 
 #[test]
@@ -598,6 +614,7 @@ prop_compose! {
         ttl in proptest::option::of(arb_duration()),
         jitter_ratio in 0.0f64..1.0,
         refresh in any::<bool>(),
+        full_text in any::<bool>(),
         port in 1u16..,
     ) -> Config {
         let mut c = Config::default();
@@ -617,6 +634,7 @@ prop_compose! {
         c.index.algorithm = algo;
         c.index.distance_metric = metric;
         c.index.name = name;
+        c.index.full_text = full_text;
         c.memory.episodic.ttl = ttl;
         c.memory.episodic.ttl_jitter_ratio = jitter_ratio;
         c.memory.episodic.refresh_on_read = refresh;

@@ -19,22 +19,27 @@ pub(crate) const F_IMPORTANCE: &str = "importance";
 pub(crate) const F_CREATED: &str = "created";
 /// Indexed field: last write time (ms).
 pub(crate) const F_UPDATED: &str = "updated";
-/// Indexed field: the content, for text matches.
+/// Indexed field: the content, for text matches; only with full-text indexing on
+/// (`index.full_text`).
 pub(crate) const F_CONTENT: &str = "content";
 /// Indexed field: the content hash, for exact deduplication.
 pub(crate) const F_HASH: &str = "chash";
 
-/// The indexed fields of a memory index.
-pub(crate) fn fields() -> Vec<FieldSpec> {
-    vec![
+/// The indexed fields of a memory index; the content is a TEXT field only when `full_text`
+/// is on, since indexing it costs server time on every write.
+pub(crate) fn fields(full_text: bool) -> Vec<FieldSpec> {
+    let mut fields = vec![
         FieldSpec::new(F_TYPE, FieldKind::Tag),
         FieldSpec::new(F_TAGS, FieldKind::Tag),
         FieldSpec::new(F_IMPORTANCE, FieldKind::Numeric),
         FieldSpec::new(F_CREATED, FieldKind::Numeric),
         FieldSpec::new(F_UPDATED, FieldKind::Numeric),
-        FieldSpec::new(F_CONTENT, FieldKind::Text),
-        FieldSpec::new(F_HASH, FieldKind::Tag),
-    ]
+    ];
+    if full_text {
+        fields.push(FieldSpec::new(F_CONTENT, FieldKind::Text));
+    }
+    fields.push(FieldSpec::new(F_HASH, FieldKind::Tag));
+    fields
 }
 
 const PAYLOAD_VERSION: u8 = 1;
@@ -62,11 +67,12 @@ pub(crate) fn content_hash(content: &str) -> String {
     format!("{h:016x}")
 }
 
-/// Encodes an entry.
+/// Encodes an entry; the content becomes an indexed TEXT field only when `full_text` is on
+/// (it is always in the payload).
 ///
 /// # Errors
 /// [`MemoryError::Invalid`] when the payload cannot be encoded.
-pub(crate) fn to_record(entry: &MemoryEntry) -> Result<Record, MemoryError> {
+pub(crate) fn to_record(entry: &MemoryEntry, full_text: bool) -> Result<Record, MemoryError> {
     let payload = Payload {
         v: PAYLOAD_VERSION,
         content: entry.content.clone(),
@@ -85,9 +91,11 @@ pub(crate) fn to_record(entry: &MemoryEntry) -> Result<Record, MemoryError> {
         .with_field(F_IMPORTANCE, FieldValue::Numeric(f64::from(entry.importance)))
         .with_field(F_CREATED, FieldValue::Numeric(entry.created_at.as_millis() as f64))
         .with_field(F_UPDATED, FieldValue::Numeric(entry.updated_at.as_millis() as f64))
-        .with_field(F_CONTENT, FieldValue::Text(entry.content.clone()))
         .with_field(F_HASH, FieldValue::Tags(vec![content_hash(&entry.content)]))
         .with_version(entry.version);
+    if full_text {
+        record = record.with_field(F_CONTENT, FieldValue::Text(entry.content.clone()));
+    }
     if !entry.tags.is_empty() {
         record = record.with_field(F_TAGS, FieldValue::Tags(entry.tags.clone()));
     }
@@ -185,19 +193,36 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_valid_entry_round_trips(entry in arb_entry()) {
+        fn any_valid_entry_round_trips(entry in arb_entry(), full_text in any::<bool>()) {
             prop_assert!(entry.validate().is_ok());
-            let back = from_record(to_record(&entry).expect("encodes")).expect("decodes");
+            let record = to_record(&entry, full_text).expect("encodes");
+            prop_assert_eq!(record.fields.contains_key(F_CONTENT), full_text);
+            let back = from_record(record).expect("decodes");
             prop_assert_eq!(back, entry);
         }
     }
 
     #[test]
     fn garbage_payload_is_corrupt_not_a_panic() {
-        let mut r =
-            to_record(&MemoryEntry::builder("n", "x").build().expect("valid")).expect("encodes");
+        let mut r = to_record(&MemoryEntry::builder("n", "x").build().expect("valid"), false)
+            .expect("encodes");
         r.payload = vec![0xc1, 0xff, 0x00];
         assert!(matches!(from_record(r), Err(MemoryError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn the_content_is_a_text_field_only_with_full_text() {
+        let kinds =
+            |full_text| fields(full_text).into_iter().map(|f| (f.name, f.kind)).collect::<Vec<_>>();
+        assert!(!kinds(false).iter().any(|(_, k)| *k == FieldKind::Text), "no TEXT field");
+        let with: Vec<_> = kinds(true).into_iter().filter(|(_, k)| *k == FieldKind::Text).collect();
+        assert_eq!(with, [(F_CONTENT.to_owned(), FieldKind::Text)]);
+        let entry = MemoryEntry::builder("n", "some words").build().expect("valid");
+        let schema = engram_storage::IndexSchema::from_config(
+            &engram_config::IndexConfig::default(),
+            fields(false),
+        );
+        to_record(&entry, false).expect("encodes").validate(&schema).expect("fits the schema");
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub enum MemoryError {
         /// The model named.
         found: String,
     },
+    /// A query filters by words of the content, but the store's index does not index the
+    /// content as text (`index.full_text` is off); nothing was sent.
+    #[error(
+        "query has a text filter, but index {index:?} has no full-text field: set index.full_text = true (ENGRAM__INDEX__FULL_TEXT=true) and use an index created with it (a new index.name, or drop and rebuild the index)"
+    )]
+    FullTextDisabled {
+        /// The index name.
+        index: String,
+    },
     /// The entry changed since it was read (optimistic concurrency).
     #[error("memory {id} was changed concurrently: {message}")]
     Conflict {

@@ -12,6 +12,13 @@
 //! memory type has a policy (TTL with jitter, refresh on read, decay half-life); query results
 //! are ranked by similarity, importance and recency ([`ranking`]).
 //!
+//! Queries filter by type, tags, importance and creation time on indexed fields. Filtering by
+//! the words of the content ([`MemoryQuery::text()`]) needs `index.full_text = true`: the
+//! content is indexed as text only then, since that costs server time on every write;
+//! otherwise such a query fails with [`MemoryError::FullTextDisabled`]. With exact
+//! deduplication on (the default), [`MemoryStore::add_batch`] looks duplicates up with one
+//! search per namespace (and per 256 distinct contents) of the batch, not one per entry.
+//!
 //! ```no_run
 //! use engram_memory::{MemoryEntry, MemoryQuery, MemoryStore, MemoryType};
 //!

@@ -29,7 +29,9 @@ pub struct MemoryQuery {
     pub created_from: Option<Timestamp>,
     /// Only entries created before this time.
     pub created_before: Option<Timestamp>,
-    /// Only entries whose content has every word of this text.
+    /// Only entries whose content has every word of this text. Needs full-text indexing
+    /// (`index.full_text`); without it the store refuses the query with
+    /// [`MemoryError::FullTextDisabled`].
     pub text: Option<String>,
     /// Only results at this distance or closer.
     pub max_distance: Option<f32>,
@@ -96,7 +98,9 @@ impl MemoryQuery {
         self.created_before = before;
         self
     }
-    /// Only entries whose content has every word of `text`.
+    /// Only entries whose content has every word of `text` (case-insensitive, whole words).
+    /// Needs `index.full_text = true`; without it the store refuses the query with
+    /// [`MemoryError::FullTextDisabled`].
     pub fn text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
         self

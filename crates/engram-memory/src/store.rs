@@ -1,13 +1,13 @@
 //! `MemoryStore`: the API agent runtimes call.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use engram_config::{Config, ConfigError, DedupConfig, IndexConfig, RankingConfig};
 use engram_resilience::{
-    BreakerSnapshot, CircuitBreaker, HealthChecker, HealthReport, HealthStatus, MetricsObserver,
-    Observer, Observers, TokioClock,
+    Backoff, BreakerSnapshot, CircuitBreaker, HealthChecker, HealthReport, HealthStatus, Jitter,
+    MetricsObserver, Observer, Observers, TokioClock,
 };
 use engram_storage::clock::{SystemClock, WallClock};
 use engram_storage::layers::{MetricsPolicy, OperationStats, OperationSummary, StackBuilder};
@@ -28,8 +28,15 @@ use crate::ranking;
 const META_NAMESPACE: &str = "__engram";
 /// Id of the record that holds the index's embedding dimension and model name.
 const META_ID: &str = "index-meta";
-/// How many times `update_with` re-reads and retries after a conflict.
-pub const MAX_UPDATE_ATTEMPTS: u32 = 8;
+/// How many times `update_with` tries (reads, re-applies, writes) before it reports the
+/// conflict. Between attempts it pauses 1 ms, doubling up to 64 ms, with equal jitter: at
+/// least 0.13 s in all, so a writer that keeps winning cannot starve it.
+pub const MAX_UPDATE_ATTEMPTS: u32 = 10;
+/// Most distinct content hashes looked up by one exact-dedup `find`.
+const DEDUP_HASHES_PER_FIND: usize = 256;
+/// Stored candidates read per content hash (more than one only after hash collisions, or for
+/// content stored twice while deduplication was off).
+const DEDUP_CANDIDATES_PER_HASH: usize = 16;
 
 /// The embedding facts recorded with the index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +130,7 @@ impl Default for StoreOptions {
 struct Inner {
     backend: Arc<dyn StorageBackend>,
     schema: IndexSchema,
+    full_text: bool,
     model: Option<String>,
     policies: Policies,
     dedup: DedupConfig,
@@ -199,8 +207,8 @@ impl MemoryStore {
         let breaker = builder.breaker().cloned();
         let layered = builder.build();
 
-        let schema = IndexSchema::from_config(&config.index, codec::fields());
-        layered.ensure_index(&schema).await?;
+        let schema = IndexSchema::from_config(&config.index, codec::fields(config.index.full_text));
+        layered.ensure_index(&schema).await.map_err(with_full_text_hint)?;
         let model =
             check_index_meta(layered.as_ref(), &schema, config.index.embedding_model.clone())
                 .await?;
@@ -222,6 +230,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 backend: layered,
                 schema,
+                full_text: config.index.full_text,
                 model,
                 policies,
                 dedup: config.memory.dedup.clone(),
@@ -292,37 +301,99 @@ impl MemoryStore {
         Ok(entry)
     }
 
+    /// For each entry of `entries` (all of namespace `ns`), the id of a stored entry of `ns`
+    /// with identical content, when exact deduplication is on. The lookup is by content hash:
+    /// one `find` per [`DEDUP_HASHES_PER_FIND`] distinct hashes, so a batch costs one or a few
+    /// round trips, not one per entry. An entry never duplicates itself (a stored record with
+    /// its id is skipped: the add replaces it); of several candidates the smallest id wins.
+    async fn exact_duplicates(
+        &self,
+        ns: &Namespace,
+        entries: &[&MemoryEntry],
+    ) -> Result<Vec<Option<MemoryId>>, MemoryError> {
+        let mut found: Vec<Option<MemoryId>> = vec![None; entries.len()];
+        if !self.inner.dedup.exact || entries.is_empty() {
+            return Ok(found);
+        }
+        let hashes: Vec<String> = entries.iter().map(|e| codec::content_hash(&e.content)).collect();
+        let mut distinct: Vec<&str> = hashes.iter().map(String::as_str).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for chunk in distinct.chunks(DEDUP_HASHES_PER_FIND) {
+            let limit = chunk.len() * DEDUP_CANDIDATES_PER_HASH;
+            let filter = Filter::tag_in(F_HASH, chunk.iter().copied());
+            let records = match self.inner.backend.find(ns, &filter, limit).await {
+                Ok(records) => records,
+                // A backend that cannot search by filter alone cannot deduplicate exactly.
+                Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(found),
+                Err(e) => return Err(e.into()),
+            };
+            // Records come sorted by id, so a list cut at the limit still holds the smallest
+            // ids; only the hashes without a match may have lost theirs to the cut.
+            let complete = records.len() < limit;
+            let mut stored: HashMap<String, Vec<MemoryId>> = HashMap::new();
+            for r in records {
+                let id = r.id.clone();
+                // A candidate that cannot be decoded is not a duplicate of anything.
+                if let Ok(e) = codec::from_record(r) {
+                    stored.entry(e.content).or_default().push(id);
+                }
+            }
+            let in_chunk: HashSet<&str> = chunk.iter().copied().collect();
+            for (i, entry) in entries.iter().enumerate() {
+                if !in_chunk.contains(hashes[i].as_str()) {
+                    continue;
+                }
+                found[i] = stored
+                    .get(&entry.content)
+                    .and_then(|ids| ids.iter().find(|id| **id != entry.id))
+                    .cloned();
+                if found[i].is_none() && !complete {
+                    found[i] = self.exact_duplicate_alone(ns, entry, &hashes[i]).await?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The exact-dedup lookup of one entry by its content hash `hash`, for when a batched
+    /// lookup was cut at its limit.
+    async fn exact_duplicate_alone(
+        &self,
+        ns: &Namespace,
+        entry: &MemoryEntry,
+        hash: &str,
+    ) -> Result<Option<MemoryId>, MemoryError> {
+        let filter = Filter::tag_eq(F_HASH, hash);
+        let records = self.inner.backend.find(ns, &filter, DEDUP_CANDIDATES_PER_HASH).await?;
+        Ok(records.into_iter().find_map(|r| {
+            let id = r.id.clone();
+            (id != entry.id && codec::from_record(r).is_ok_and(|e| e.content == entry.content))
+                .then_some(id)
+        }))
+    }
+
+    /// The id of a stored entry whose embedding lies within `near_distance` of `entry`'s, in
+    /// the same namespace and type, when near deduplication is on and the entry has one.
+    async fn near_duplicate(&self, entry: &MemoryEntry) -> Result<Option<MemoryId>, MemoryError> {
+        let (Some(max), Some(embedding)) = (self.inner.dedup.near_distance, &entry.embedding)
+        else {
+            return Ok(None);
+        };
+        let q = VectorQuery::new(entry.namespace.clone(), embedding.clone(), 2)
+            .with_filter(Filter::tag_eq(F_TYPE, entry.memory_type.as_str()))
+            .with_max_distance(max);
+        let hits = self.inner.backend.search(&q).await?;
+        Ok(hits.into_iter().find(|h| h.record.id != entry.id).map(|h| h.record.id))
+    }
+
     /// The id of a stored entry that duplicates `entry`, per the dedup settings.
     async fn find_duplicate(&self, entry: &MemoryEntry) -> Result<Option<MemoryId>, MemoryError> {
-        let b = &self.inner.backend;
-        if self.inner.dedup.exact {
-            let filter = Filter::tag_eq(F_HASH, codec::content_hash(&entry.content));
-            match b.find(&entry.namespace, &filter, 16).await {
-                Ok(records) => {
-                    for r in records {
-                        if r.id == entry.id {
-                            continue;
-                        }
-                        let id = r.id.clone();
-                        if codec::from_record(r).is_ok_and(|e| e.content == entry.content) {
-                            return Ok(Some(id));
-                        }
-                    }
-                }
-                // A backend that cannot search by filter alone cannot deduplicate exactly.
-                Err(e) if e.kind() == ErrorKind::Unsupported => {}
-                Err(e) => return Err(e.into()),
-            }
+        let exact = self.exact_duplicates(&entry.namespace, &[entry]).await?;
+        if let Some(Some(id)) = exact.into_iter().next() {
+            return Ok(Some(id));
         }
-        if let (Some(max), Some(embedding)) = (self.inner.dedup.near_distance, &entry.embedding) {
-            let q = VectorQuery::new(entry.namespace.clone(), embedding.clone(), 2)
-                .with_filter(Filter::tag_eq(F_TYPE, entry.memory_type.as_str()))
-                .with_max_distance(max);
-            if let Some(hit) = b.search(&q).await?.into_iter().find(|h| h.record.id != entry.id) {
-                return Ok(Some(hit.record.id));
-            }
-        }
-        Ok(None)
+        self.near_duplicate(entry).await
     }
 
     /// Stores an entry and returns its id. An entry with the id of an existing one replaces
@@ -339,60 +410,113 @@ impl MemoryStore {
         if let Some(existing) = self.find_duplicate(&entry).await? {
             return Ok(existing);
         }
-        self.inner.backend.put(codec::to_record(&entry)?).await?;
+        self.inner.backend.put(codec::to_record(&entry, self.inner.full_text)?).await?;
         Ok(entry.id)
     }
 
     /// Stores entries in one pipelined batch; one result per entry, in order. Invalid entries
-    /// fail alone. Duplicates (as in [`MemoryStore::add`], also within the batch) return the
-    /// existing id.
+    /// fail alone. Duplicates (as in [`MemoryStore::add`]) return the existing id; with exact
+    /// deduplication on, an entry whose content equals that of an earlier entry of the batch in
+    /// the same namespace stores nothing and gets the earlier entry's result (its id, or its
+    /// error when that one failed).
+    ///
+    /// Exact duplicates are looked up for the whole batch at once: one `find` per namespace
+    /// and per 256 distinct contents, not one per entry. Near duplicates (`near_distance`)
+    /// still cost one vector search per entry with an embedding.
     pub async fn add_batch(&self, entries: Vec<MemoryEntry>) -> Vec<Result<MemoryId, MemoryError>> {
         let now = self.now();
         let mut results: Vec<Option<Result<MemoryId, MemoryError>>> =
-            Vec::with_capacity(entries.len());
-        let mut to_write: Vec<(usize, Record)> = Vec::new();
-        let mut seen: HashMap<(Namespace, String), MemoryId> = HashMap::new();
-        for entry in entries {
-            let i = results.len();
+            std::iter::repeat_with(|| None).take(entries.len()).collect();
+        // Entries that passed validation and encoding, with their position and record.
+        let mut valid: Vec<(usize, MemoryEntry, Record)> = Vec::new();
+        // Entries with the content of an earlier valid entry: (position, the earlier position).
+        let mut followers: Vec<(usize, usize)> = Vec::new();
+        let mut first_of: HashMap<(Namespace, String), usize> = HashMap::new();
+        for (i, entry) in entries.into_iter().enumerate() {
             let prepared = match self.prepare(entry, now) {
                 Ok(e) => e,
                 Err(e) => {
-                    results.push(Some(Err(e)));
+                    results[i] = Some(Err(e));
                     continue;
                 }
             };
-            let key = (prepared.namespace.clone(), prepared.content.clone());
-            if self.inner.dedup.exact
-                && let Some(id) = seen.get(&key)
-            {
-                results.push(Some(Ok(id.clone())));
-                continue;
+            let record = match codec::to_record(&prepared, self.inner.full_text) {
+                Ok(r) => r,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if self.inner.dedup.exact {
+                let key = (prepared.namespace.clone(), prepared.content.clone());
+                if let Some(&leader) = first_of.get(&key) {
+                    followers.push((i, leader));
+                    continue;
+                }
+                first_of.insert(key, i);
             }
-            match self.find_duplicate(&prepared).await {
-                Ok(Some(id)) => results.push(Some(Ok(id))),
-                Err(e) => results.push(Some(Err(e))),
-                Ok(None) => match codec::to_record(&prepared) {
-                    Ok(r) => {
-                        seen.insert(key, prepared.id.clone());
-                        to_write.push((i, r));
-                        results.push(None);
+            valid.push((i, prepared, record));
+        }
+
+        // Exact duplicates of stored entries, one lookup per namespace (in namespace order).
+        let mut duplicate_of: Vec<Option<Result<MemoryId, MemoryError>>> =
+            std::iter::repeat_with(|| None).take(valid.len()).collect();
+        let mut by_namespace: BTreeMap<&Namespace, Vec<usize>> = BTreeMap::new();
+        for (k, (_, entry, _)) in valid.iter().enumerate() {
+            by_namespace.entry(&entry.namespace).or_default().push(k);
+        }
+        for (ns, members) in by_namespace {
+            let group: Vec<&MemoryEntry> = members.iter().map(|&k| &valid[k].1).collect();
+            match self.exact_duplicates(ns, &group).await {
+                Ok(found) => {
+                    for (&k, id) in members.iter().zip(found) {
+                        duplicate_of[k] = id.map(Ok);
                     }
-                    Err(e) => results.push(Some(Err(e))),
-                },
+                }
+                Err(e) => {
+                    for &k in &members {
+                        duplicate_of[k] = Some(Err(same_failure(&e)));
+                    }
+                }
             }
         }
-        let (positions, records): (Vec<usize>, Vec<Record>) = to_write.into_iter().unzip();
-        let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
-        let report = self.inner.backend.put_batch(records).await;
-        for ((i, id), outcome) in positions.into_iter().zip(ids).zip(report.items) {
-            results[i] = Some(match outcome {
-                ItemOutcome::Succeeded(()) => Ok(id),
-                ItemOutcome::Failed(e) => Err(e.into()),
-                ItemOutcome::NotAttempted => Err(MemoryError::Storage(StorageError::new(
-                    ErrorKind::Unavailable,
-                    engram_storage::Operation::Put,
-                    "not attempted",
-                ))),
+
+        let mut positions = Vec::new();
+        let mut records = Vec::new();
+        for ((i, entry, record), duplicate) in valid.into_iter().zip(duplicate_of) {
+            let outcome = match duplicate {
+                Some(outcome) => Some(outcome),
+                None => self.near_duplicate(&entry).await.transpose(),
+            };
+            match outcome {
+                Some(outcome) => results[i] = Some(outcome),
+                None => {
+                    positions.push(i);
+                    records.push(record);
+                }
+            }
+        }
+        if !records.is_empty() {
+            let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
+            let report = self.inner.backend.put_batch(records).await;
+            for ((i, id), outcome) in positions.into_iter().zip(ids).zip(report.items) {
+                results[i] = Some(match outcome {
+                    ItemOutcome::Succeeded(()) => Ok(id),
+                    ItemOutcome::Failed(e) => Err(e.into()),
+                    ItemOutcome::NotAttempted => Err(MemoryError::Storage(StorageError::new(
+                        ErrorKind::Unavailable,
+                        engram_storage::Operation::Put,
+                        "not attempted",
+                    ))),
+                });
+            }
+        }
+        // Followers come after their leader, whose result is final by now.
+        for (i, leader) in followers {
+            results[i] = Some(match &results[leader] {
+                Some(Ok(id)) => Ok(id.clone()),
+                Some(Err(e)) => Err(same_failure(e)),
+                None => Err(MemoryError::invalid("batch", "no outcome")),
             });
         }
         results
@@ -482,7 +606,7 @@ impl MemoryStore {
         match self
             .inner
             .backend
-            .compare_and_set(codec::to_record(&next)?, Some(entry.version))
+            .compare_and_set(codec::to_record(&next, self.inner.full_text)?, Some(entry.version))
             .await
         {
             Ok(()) => Ok(next),
@@ -512,7 +636,14 @@ impl MemoryStore {
     {
         let (ns, rid) = (namespace(namespace_name)?, memory_id(id)?);
         let mut last = None;
-        for attempt in 0..MAX_UPDATE_ATTEMPTS {
+        // Exponential pauses with equal jitter (half fixed, half random): a writer that keeps
+        // winning cannot starve this one for long, and two losers do not retry in step.
+        let mut pauses =
+            Backoff::exponential(Duration::from_millis(1), Duration::from_millis(64), 2.0)
+                .map_err(|e| MemoryError::Conflict { id: id.to_owned(), message: e.to_string() })?
+                .with_jitter(Jitter::Equal)
+                .delays();
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
             let Some(current) = self.read(&ns, &rid).await? else {
                 return Err(MemoryError::NotFound {
                     namespace: ns.to_string(),
@@ -527,8 +658,9 @@ impl MemoryStore {
             match self.update(changed).await {
                 Err(e @ MemoryError::Conflict { .. }) => {
                     last = Some(e);
-                    // A short, growing pause lets the other writer finish.
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) + 1)).await;
+                    if let Some(pause) = pauses.next() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 other => return other,
             }
@@ -651,10 +783,14 @@ impl MemoryStore {
     /// [`crate::ranking`]); deterministic for equal inputs.
     ///
     /// # Errors
-    /// [`MemoryError::Invalid`], [`MemoryError::DimensionMismatch`] or
-    /// [`MemoryError::ModelMismatch`] before any I/O, or a storage error.
+    /// [`MemoryError::Invalid`], [`MemoryError::DimensionMismatch`],
+    /// [`MemoryError::ModelMismatch`], or [`MemoryError::FullTextDisabled`] for a text filter
+    /// without `index.full_text`, all before any I/O; or a storage error.
     pub async fn query(&self, query: MemoryQuery) -> Result<Vec<ScoredMemory>, MemoryError> {
         query.validate()?;
+        if query.text.is_some() && !self.inner.full_text {
+            return Err(MemoryError::FullTextDisabled { index: self.inner.schema.name.clone() });
+        }
         if let Some(model) = &query.model
             && self.inner.model.as_deref() != Some(model.as_str())
         {
@@ -722,6 +858,33 @@ impl MemoryStore {
     /// A watch on the health checker's reports, when health checks are enabled.
     pub fn subscribe_health(&self) -> Option<tokio::sync::watch::Receiver<HealthReport>> {
         self.inner.health.as_ref().map(HealthChecker::subscribe)
+    }
+}
+
+/// A schema mismatch with a hint at the setting behind the `content` field, which users
+/// change by configuration rather than by schema; other errors unchanged.
+fn with_full_text_hint(e: StorageError) -> StorageError {
+    if e.kind() != ErrorKind::SchemaMismatch {
+        return e;
+    }
+    StorageError::new(
+        e.kind(),
+        e.operation(),
+        format!(
+            "{}; note: field {:?} exists only with index.full_text = true",
+            e.message(),
+            codec::F_CONTENT
+        ),
+    )
+    .with_status(e.status())
+}
+
+/// The error of an item that shares another item's failure (an identical entry of the batch,
+/// or one lookup for many entries): storage errors keep their kind and retry status.
+fn same_failure(e: &MemoryError) -> MemoryError {
+    match e {
+        MemoryError::Storage(s) => MemoryError::Storage(s.duplicate()),
+        other => MemoryError::invalid("batch", format!("an identical entry failed: {other}")),
     }
 }
 

@@ -53,6 +53,8 @@ fn config() -> Config {
     c.index.dimension = 4;
     c.index.name = format!("engram-logs-{}", engram_storage::testkit_token());
     c.index.key_prefix = format!("{}:", c.index.name);
+    // The run filters by text, so the content is indexed (and must still stay out of logs).
+    c.index.full_text = true;
     c.health.interval = Duration::from_millis(20);
     c.health.timeout = Duration::from_millis(20);
     // Every operation is "slow", so that every one logs its WARN line.

@@ -141,7 +141,11 @@ on_both_backends!(
     validation_errors_are_typed_and_store_nothing,
     ranking_orders_constructed_cases,
     query_filters_by_type_tags_importance_time_and_text,
+    text_filters_need_full_text_and_content_is_still_returned,
+    a_full_text_setting_other_than_the_index_s_is_a_schema_mismatch,
     dedup_returns_the_existing_id,
+    add_batch_looks_up_duplicates_once_per_namespace,
+    a_dedup_lookup_cut_at_its_limit_falls_back_per_entry,
     concurrent_updates_lose_nothing,
     jitter_spreads_expiry_of_entries_written_together,
     the_embedding_guard_refuses_another_model_or_dimension,
@@ -492,8 +496,20 @@ pub(crate) async fn ranking_orders_constructed_cases(rig: &Rig) {
     assert!((hits[0].score - hits[0].similarity).abs() < 1e-12);
 }
 
+/// A configuration with full-text indexing on.
+fn full_text_config() -> Config {
+    let mut c = config();
+    c.index.full_text = true;
+    c
+}
+
+/// How many calls of `operation` the store's metrics counted.
+fn calls(store: &MemoryStore, operation: &str) -> u64 {
+    store.get_metrics().operations.iter().find(|o| o.operation == operation).map_or(0, |o| o.total)
+}
+
 pub(crate) async fn query_filters_by_type_tags_importance_time_and_text(rig: &Rig) {
-    let store = rig.store(config()).await;
+    let store = rig.store(full_text_config()).await;
     let t0 = match rig {
         Rig::InProcess(clock) => clock_now(clock),
         Rig::Redis(..) => Timestamp::now(),
@@ -546,6 +562,71 @@ pub(crate) async fn query_filters_by_type_tags_importance_time_and_text(rig: &Ri
     );
 }
 
+pub(crate) async fn text_filters_need_full_text_and_content_is_still_returned(rig: &Rig) {
+    let c = config();
+    let index = c.index.name.clone();
+    let store = rig.store(c).await;
+    assert!(
+        store.schema().fields.iter().all(|f| f.kind != engram_storage::FieldKind::Text),
+        "no TEXT field by default: {:?}",
+        store.schema().fields
+    );
+    let id = store.add(entry("t", "alpha beta", [1.0, 0.0, 0.0, 0.0])).await.expect("add");
+    let searches = calls(&store, "search");
+    let q = MemoryQuery::new("t", vec![1.0, 0.0, 0.0, 0.0]).expect("q");
+    match store.query(q.clone().text("alpha")).await {
+        Err(e @ MemoryError::FullTextDisabled { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("index.full_text"), "{message}");
+            assert!(message.contains(&index), "{message}");
+        }
+        other => panic!("a text filter without full text must be refused: {other:?}"),
+    }
+    assert_eq!(calls(&store, "search"), searches, "refused before any I/O");
+    let hits = store.query(q).await.expect("query without a text filter");
+    assert_eq!(hits[0].entry.content, "alpha beta", "the content is still in the payload");
+    let got = store.get("t", id.as_str()).await.expect("get").expect("found");
+    assert_eq!(got.content, "alpha beta");
+    // A page may come back short (even empty) on Redis, where SCAN walks the whole keyspace.
+    let mut listed = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list("t", cursor, 10).await.expect("list");
+        listed.extend(page.entries.into_iter().map(|e| e.content));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(listed, ["alpha beta"]);
+    let updated =
+        store.update_with("t", id.as_str(), |e| e.content = "gamma".into()).await.expect("update");
+    assert_eq!(updated.content, "gamma");
+}
+
+pub(crate) async fn a_full_text_setting_other_than_the_index_s_is_a_schema_mismatch(rig: &Rig) {
+    for created_with in [false, true] {
+        let mut c = config();
+        c.index.full_text = created_with;
+        let store = rig.store(c.clone()).await;
+        let id = store.add(entry("s", "kept as it was", [1.0; 4])).await.expect("add");
+        let mut other = c.clone();
+        other.index.full_text = !created_with;
+        match rig.try_store(other).await {
+            Err(MemoryError::Storage(e)) => {
+                assert_eq!(e.kind(), ErrorKind::SchemaMismatch, "{e}");
+                assert!(e.message().contains("field \"content\""), "names the field: {e}");
+                assert!(e.message().contains("index.full_text"), "names the setting: {e}");
+            }
+            other => panic!("full_text {} on an index without it: {other:?}", !created_with),
+        }
+        let again = rig.try_store(c).await.expect("the index is untouched");
+        assert_eq!(again.schema(), store.schema());
+        let got = again.get("s", id.as_str()).await.expect("get").expect("still there");
+        assert_eq!(got.content, "kept as it was");
+    }
+}
+
 pub(crate) async fn dedup_returns_the_existing_id(rig: &Rig) {
     let store = rig.store(config()).await;
     let first =
@@ -572,6 +653,107 @@ pub(crate) async fn dedup_returns_the_existing_id(rig: &Rig) {
     let c2 = near.add(entry("n", "dogs bark", [0.0, 1.0, 0.0, 0.0])).await.expect("add");
     assert_eq!(a, b, "a near duplicate returns the existing id");
     assert_ne!(a, c2);
+}
+
+pub(crate) async fn add_batch_looks_up_duplicates_once_per_namespace(rig: &Rig) {
+    let store = rig.store(config()).await;
+    let stored_one = store.add(entry("bd", "stored one", [1.0; 4])).await.expect("add");
+    let stored_two = store.add(entry("be", "stored two", [1.0; 4])).await.expect("add");
+    // Stored entries whose content comes again in the big batch below.
+    let mut stored_fresh = Vec::new();
+    for n in 0..20 {
+        let e = entry("bd", &format!("fresh {n}"), [1.0; 4]);
+        stored_fresh.push(store.add(e).await.expect("add"));
+    }
+    let (finds, searches, puts) =
+        (calls(&store, "find"), calls(&store, "search"), calls(&store, "put"));
+
+    // Each call makes entries with fresh ids.
+    let make_batch = || {
+        vec![
+            entry("bd", "stored one", [0.0, 1.0, 0.0, 0.0]),
+            entry("bd", "new a", [1.0; 4]),
+            entry("bd", "new a", [0.0, 0.0, 1.0, 0.0]),
+            entry("be", "stored two", [1.0; 4]),
+            entry("be", "new a", [1.0; 4]),
+            MemoryEntry { content: String::new(), ..entry("bd", "x", [1.0; 4]) },
+            entry("bd", "new b", [1.0; 4]),
+            entry("be", "new a", [1.0; 4]),
+        ]
+    };
+    let batch = make_batch();
+    let r = store.add_batch(batch.clone()).await;
+    let ok = |i: usize| r[i].as_ref().unwrap_or_else(|e| panic!("item {i}: {e}")).clone();
+    assert_eq!(ok(0), stored_one, "duplicate of a stored entry");
+    assert_eq!(ok(1), batch[1].id, "new content is stored under its own id");
+    assert_eq!(ok(2), ok(1), "duplicate of an earlier entry of the batch");
+    assert_eq!(ok(3), stored_two, "duplicate of a stored entry of another namespace");
+    assert_eq!(ok(4), batch[4].id, "namespaces do not dedup each other");
+    assert_eq!(ok(7), ok(4));
+    assert!(matches!(r[5], Err(MemoryError::Invalid { field: "content", .. })), "{:?}", r[5]);
+    assert_eq!(ok(6), batch[6].id);
+    assert_eq!(calls(&store, "find") - finds, 2, "one dedup lookup per namespace");
+    assert_eq!(calls(&store, "search") - searches, 0, "near dedup is off");
+    assert_eq!(calls(&store, "put") - puts, 1, "one write batch");
+    assert_eq!(store.count("bd").await.expect("count"), 23);
+    assert_eq!(store.count("be").await.expect("count"), 2);
+
+    // The same contents again under new ids: every valid entry is a duplicate of a stored
+    // one, nothing is written.
+    let finds = calls(&store, "find");
+    let again = store.add_batch(make_batch()).await;
+    for i in [0, 1, 2, 3, 4, 6, 7] {
+        assert_eq!(again[i].as_ref().expect("duplicate"), &ok(i), "item {i}");
+    }
+    assert_eq!(calls(&store, "find") - finds, 2);
+    assert_eq!(calls(&store, "put") - puts, 1, "nothing left to write");
+
+    // 300 distinct contents: two lookups of at most 256 hashes each.
+    let finds = calls(&store, "find");
+    let big: Vec<MemoryEntry> =
+        (0..300).map(|n| entry("bd", &format!("fresh {n}"), [1.0; 4])).collect();
+    let r = store.add_batch(big.clone()).await;
+    for (n, (result, e)) in r.iter().zip(&big).enumerate() {
+        let id = result.as_ref().unwrap_or_else(|err| panic!("item {n}: {err}"));
+        let want = stored_fresh.get(n).unwrap_or(&e.id);
+        assert_eq!(id, want, "item {n}");
+    }
+    assert_eq!(calls(&store, "find") - finds, 2, "one lookup per 256 distinct contents");
+    assert_eq!(store.count("bd").await.expect("count"), 23 + 280);
+}
+
+pub(crate) async fn a_dedup_lookup_cut_at_its_limit_falls_back_per_entry(rig: &Rig) {
+    // Forty copies of one content, stored while deduplication was off.
+    let mut c = config();
+    c.memory.dedup.exact = false;
+    let loose = rig.store(c.clone()).await;
+    let copies: Vec<MemoryEntry> = (0..40)
+        .map(|n| {
+            let mut e = entry("cut", "said forty times", [1.0; 4]);
+            e.id = engram_memory::memory_id(&format!("a-{n:02}")).expect("id");
+            e
+        })
+        .collect();
+    assert!(loose.add_batch(copies).await.iter().all(Result::is_ok));
+    let mut last = entry("cut", "said once", [1.0; 4]);
+    last.id = engram_memory::memory_id("b-0").expect("id");
+    loose.add(last).await.expect("add");
+
+    c.memory.dedup.exact = true;
+    let store = rig.try_store(c).await.expect("same index");
+    let finds = calls(&store, "find");
+    // The batched lookup of both hashes is cut at 2 × 16 records, all copies of the first
+    // content (their ids sort first); the second content is then looked up alone.
+    let r = store
+        .add_batch(vec![
+            entry("cut", "said forty times", [1.0; 4]),
+            entry("cut", "said once", [1.0; 4]),
+        ])
+        .await;
+    assert_eq!(r[0].as_ref().expect("dup").as_str(), "a-00", "the smallest id wins");
+    assert_eq!(r[1].as_ref().expect("dup").as_str(), "b-0");
+    assert_eq!(calls(&store, "find") - finds, 2);
+    assert_eq!(store.count("cut").await.expect("count"), 41);
 }
 
 pub(crate) async fn concurrent_updates_lose_nothing(rig: &Rig) {
