@@ -123,6 +123,32 @@ impl<T> BatchReport<T> {
     }
 }
 
+/// How a backend should combine a search's pre-filter (namespace, liveness, filter) with the
+/// vector index. A hint: it never changes which records match, only how they are found and,
+/// for [`QueryPlan::Batches`], how close the results are to the exact top `k`.
+///
+/// The in-process backend always searches exactly and ignores it. The Redis backend maps it
+/// to RediSearch's `HYBRID_POLICY` on HNSW indexes (FLAT indexes always use the server's plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryPlan {
+    /// The backend chooses per query from an estimate of how many records pass the filter:
+    /// brute force over a small filtered set (exact), batches of approximate neighbours
+    /// filtered as they come over a large one.
+    #[default]
+    Auto,
+    /// Whatever the server decides (RediSearch's own plan, no `HYBRID_POLICY`).
+    Server,
+    /// Compute the distance of every record that passes the filter (exact; costs time in
+    /// proportion to the number of such records).
+    BruteForce,
+    /// Ask the vector index for batches of `size` nearest records and filter each batch,
+    /// until `k` pass (approximate, like the unfiltered search; fast when many records pass).
+    Batches {
+        /// Records per batch; at least `k` is used.
+        size: u32,
+    },
+}
+
 /// A k-nearest-neighbour search within one namespace.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorQuery {
@@ -138,12 +164,29 @@ pub struct VectorQuery {
     pub ef_runtime: Option<u32>,
     /// Only results at this distance or closer.
     pub max_distance: Option<f32>,
+    /// How the backend combines the filter with the vector index ([`QueryPlan::Auto`] unless
+    /// set).
+    pub plan: QueryPlan,
 }
 
 impl VectorQuery {
     /// A query for the `k` nearest records of `namespace`.
     pub fn new(namespace: Namespace, vector: Vec<f32>, k: usize) -> Self {
-        Self { namespace, vector, k, filter: None, ef_runtime: None, max_distance: None }
+        Self {
+            namespace,
+            vector,
+            k,
+            filter: None,
+            ef_runtime: None,
+            max_distance: None,
+            plan: QueryPlan::Auto,
+        }
+    }
+
+    /// Sets the plan (see [`QueryPlan`]).
+    pub fn with_plan(mut self, plan: QueryPlan) -> Self {
+        self.plan = plan;
+        self
     }
 
     /// Adds a filter.
@@ -178,6 +221,11 @@ impl VectorQuery {
             && !(1..=4096).contains(&ef)
         {
             return invalid(format!("ef_runtime is {ef}, expected 1 to 4096"));
+        }
+        if let QueryPlan::Batches { size } = self.plan
+            && size == 0
+        {
+            return invalid("the batch size of a batches plan is 0, expected at least 1".into());
         }
         if let Some(d) = self.max_distance
             && (!d.is_finite() || d < 0.0)

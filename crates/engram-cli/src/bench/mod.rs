@@ -32,7 +32,7 @@ use engram_storage::redis::{RedisBackend, RedisBackendOptions};
 use engram_storage::schema::{DistanceMetric, VectorType};
 use engram_storage::{
     Algorithm, FieldKind, FieldSpec, FieldValue, Filter, HnswParams, IndexSchema, Namespace,
-    Record, RecordId, StorageBackend, VectorQuery, VectorSpec,
+    QueryPlan, Record, RecordId, StorageBackend, VectorQuery, VectorSpec,
 };
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -228,6 +228,23 @@ fn record_id(i: usize) -> String {
     // 12 digits, as redis-benchmark's __rand_int__ writes them, so that its HGETALL hits
     // the same keys.
     format!("{i:012}")
+}
+
+/// Query `i` of the data as engram's search: top 10, optionally filtered on its section.
+fn knn_query(
+    data: &BenchData,
+    ns: &Namespace,
+    i: usize,
+    ef: Option<u32>,
+    filtered: bool,
+    plan: QueryPlan,
+) -> VectorQuery {
+    let mut vq = VectorQuery::new(ns.clone(), data.query(i).to_vec(), 10).with_plan(plan);
+    vq.ef_runtime = ef;
+    if filtered {
+        vq.filter = Some(Filter::tag_eq("section", data.query_sections[i].clone()));
+    }
+    vq
 }
 
 /// The payload: 200 bytes, about a short memory's MessagePack.
@@ -543,6 +560,7 @@ impl Bench {
         callers: usize,
         ef: Option<u32>,
         filtered: bool,
+        plan: QueryPlan,
     ) -> CliResult<(f64, Histogram<u64>, f64)> {
         let data = self.data.clone();
         let q = data.query_count();
@@ -552,11 +570,7 @@ impl Bench {
         let (rate, h) = Self::drive(q, callers, move |i| {
             let (b, ns, data, out) = (backend.clone(), ns.clone(), data.clone(), out.clone());
             async move {
-                let mut vq = VectorQuery::new(ns, data.query(i).to_vec(), 10);
-                vq.ef_runtime = ef;
-                if filtered {
-                    vq.filter = Some(Filter::tag_eq("section", data.query_sections[i].clone()));
-                }
+                let vq = knn_query(&data, &ns, i, ef, filtered, plan);
                 let hits = b.search(&vq).await.map_err(backend_err)?;
                 let ids = hits.iter().filter_map(|h| h.record.id.as_str().parse().ok()).collect();
                 out.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = ids;
@@ -569,22 +583,14 @@ impl Bench {
         Ok((rate, h, data::recall(&found, truth)))
     }
 
-    /// The FT.SEARCH the backend sends for query `i`, as RESP (see `knn_query` in
-    /// `engram_storage`'s Redis module).
-    fn ft_search(
-        &self,
-        buf: &mut Vec<u8>,
-        s: &IndexSchema,
-        i: usize,
-        ef: u32,
-        filter: Option<&str>,
-        batches: bool,
-    ) {
+    /// The FT.SEARCH engram sent for a filtered query before it chose plans per query, as
+    /// RESP: the expiry clause in the pre-filter and the server's plan. The reference of the
+    /// filtered-KNN target ("3x the default plan").
+    fn ft_search_before_plans(&self, buf: &mut Vec<u8>, s: &IndexSchema, i: usize, ef: u32) {
         let now = engram_storage::Timestamp::now().as_millis();
-        let f = filter.map(|sec| format!(" @section:{{{}}}", escape_tag(sec))).unwrap_or_default();
+        let sec = escape_tag(&self.data.query_sections[i]);
         let q = format!(
-            "(@__ns:{{{NS}}} @__exp:[({now} +inf]{f})=>[KNN 10 @__vec $BLOB EF_RUNTIME $EF{} AS __dist]",
-            if batches { " HYBRID_POLICY BATCHES" } else { "" }
+            "(@__ns:{{{NS}}} @__exp:[({now} +inf] @section:{{{sec}}})=>[KNN 10 @__vec $BLOB EF_RUNTIME $EF AS __dist]"
         );
         let blob: Vec<u8> = self.data.query(i).iter().flat_map(|x| x.to_le_bytes()).collect();
         let ef = ef.to_string();
@@ -603,29 +609,49 @@ impl Bench {
         resp(buf, &args);
     }
 
-    fn pipe_knn(
+    /// Every query through `redis-cli --pipe`, once per run: queries/s per run (none without
+    /// the server's tools). `commands` writes query `i` as RESP.
+    fn pipe_queries(
         &self,
-        s: &IndexSchema,
-        ef: u32,
-        filtered: bool,
-        batches: bool,
+        mut commands: impl FnMut(&mut Vec<u8>, usize) -> CliResult<()>,
     ) -> CliResult<Vec<f64>> {
         let Some(tools) = &self.tools else { return Ok(Vec::new()) };
         let q = self.data.query_count();
         let mut out = Vec::new();
         for _ in 0..self.runs {
+            // Written anew per run: the reference query carries the time.
             let mut buf = Vec::new();
             for i in 0..q {
-                let sec = filtered.then(|| self.data.query_sections[i].as_str());
-                self.ft_search(&mut buf, s, i, ef, sec, batches);
+                commands(&mut buf, i)?;
             }
             out.push(q as f64 / tools.pipe(&buf, q)?.as_secs_f64());
         }
         Ok(out)
     }
 
+    /// The exact FT.SEARCH commands the backend sends for every query with `plan`, as RESP.
+    async fn engram_commands(
+        &self,
+        raw: &RedisBackend,
+        filtered: bool,
+        plan: QueryPlan,
+    ) -> CliResult<Vec<Vec<u8>>> {
+        let mut out = Vec::with_capacity(self.data.query_count());
+        for i in 0..self.data.query_count() {
+            let vq = knn_query(&self.data, &self.ns, i, None, filtered, plan);
+            let args = raw.search_command(&vq).await.map_err(backend_err)?;
+            let mut all: Vec<&[u8]> = vec![b"FT.SEARCH"];
+            all.extend(args.iter().map(Vec::as_slice));
+            let mut buf = Vec::new();
+            resp(&mut buf, &all);
+            out.push(buf);
+        }
+        Ok(out)
+    }
+
     async fn knn(
         &mut self,
+        raw: Arc<RedisBackend>,
         backend: Arc<dyn StorageBackend>,
         s: &IndexSchema,
         sweep: &[u32],
@@ -640,7 +666,8 @@ impl Bench {
                     run + 1,
                     self.runs
                 ));
-                let (rate, hist, r) = self.knn_pass(backend.clone(), 1, Some(ef), false).await?;
+                let (rate, hist, r) =
+                    self.knn_pass(backend.clone(), 1, Some(ef), false, QueryPlan::Auto).await?;
                 runs.push(rate);
                 let _ = h.add(&hist);
                 recall = r;
@@ -650,11 +677,22 @@ impl Bench {
             f.recall_at_10 = Some(recall);
             self.figures.push(f);
         }
-        // Default EF_RUNTIME, one caller and concurrent callers, unfiltered and filtered; the
-        // concurrent figure against the same queries through redis-cli --pipe.
-        for filtered in [false, true] {
-            let label = if filtered { "tag filter on section (default plan)" } else { "no filter" };
-            for callers in [1, self.concurrency] {
+        // Default EF_RUNTIME, one caller and concurrent callers, unfiltered and filtered, with
+        // engram's plan; filtered also with the server's plan. The concurrent figures against
+        // the same commands through redis-cli --pipe.
+        let variants = [
+            (false, QueryPlan::Auto, "no filter"),
+            (true, QueryPlan::Auto, "tag filter on section, engram's plan"),
+            (true, QueryPlan::Server, "tag filter on section, the server's plan"),
+        ];
+        let mut pipes = Vec::new();
+        for (filtered, plan, label) in variants {
+            let callers_list: &[usize] = if plan == QueryPlan::Server {
+                &[self.concurrency]
+            } else {
+                &[1, self.concurrency]
+            };
+            for &callers in callers_list {
                 let (mut runs, mut h, mut recall) = (Vec::new(), histogram(), 0.0);
                 for run in 0..self.runs {
                     self.status(format!(
@@ -663,7 +701,7 @@ impl Bench {
                         self.runs
                     ));
                     let (rate, hist, r) =
-                        self.knn_pass(backend.clone(), callers, None, filtered).await?;
+                        self.knn_pass(backend.clone(), callers, None, filtered, plan).await?;
                     runs.push(rate);
                     let _ = h.add(&hist);
                     recall = r;
@@ -677,26 +715,45 @@ impl Bench {
                 f.recall_at_10 = Some(recall);
                 if callers > 1 {
                     self.status(format!("knn {label}: redis-cli --pipe"));
-                    let ceiling =
-                        warn_ceiling(label, self.pipe_knn(s, default_ef, filtered, false));
-                    f = f.ceiling("redis-cli --pipe, same FT.SEARCH", &ceiling);
-                    if filtered {
-                        let batches =
-                            warn_ceiling("BATCHES", self.pipe_knn(s, default_ef, true, true));
-                        if !batches.is_empty() {
-                            let g = Figure::new(
-                                "ceiling",
-                                "redis-cli --pipe FT.SEARCH, tag filter, HYBRID_POLICY BATCHES (not sent by engram yet)",
-                                batches,
-                            )
-                            .ceiling("the same with the default plan", &ceiling);
-                            self.figures.push(f);
-                            self.figures.push(g);
-                            continue;
-                        }
-                    }
+                    let commands = self.engram_commands(&raw, filtered, plan).await?;
+                    let ceiling = warn_ceiling(
+                        label,
+                        self.pipe_queries(|buf, i| {
+                            buf.extend_from_slice(&commands[i]);
+                            Ok(())
+                        }),
+                    );
+                    f = f.ceiling("redis-cli --pipe, the same FT.SEARCH commands", &ceiling);
+                    pipes.push((filtered, plan, ceiling));
                 }
                 self.figures.push(f);
+            }
+        }
+        // The filtered target: engram's plan against the query engram sent before it chose
+        // plans (expiry clause, the server's plan), both through redis-cli --pipe.
+        self.status("knn: the filtered query before per-query plans, redis-cli --pipe");
+        let before = warn_ceiling(
+            "the filtered query before per-query plans",
+            self.pipe_queries(|buf, i| {
+                self.ft_search_before_plans(buf, s, i, default_ef);
+                Ok(())
+            }),
+        );
+        for (filtered, plan, runs) in pipes {
+            if filtered && !runs.is_empty() {
+                let which =
+                    if plan == QueryPlan::Auto { "engram's plan" } else { "the server's plan" };
+                self.figures.push(
+                    Figure::new(
+                        "ceiling",
+                        format!("redis-cli --pipe FT.SEARCH, tag filter, {which}"),
+                        runs,
+                    )
+                    .ceiling(
+                        "the filtered query before per-query plans (expiry clause, server's plan)",
+                        &before,
+                    ),
+                );
             }
         }
         Ok(())
@@ -735,7 +792,8 @@ impl Bench {
                         })
                         .await?
                     } else {
-                        let (rate, h, _) = self.knn_pass(b, callers, None, false).await?;
+                        let (rate, h, _) =
+                            self.knn_pass(b, callers, None, false, QueryPlan::Auto).await?;
                         (rate, h)
                     };
                     rates[k].push(rate);
@@ -879,13 +937,13 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
             flat = flat.or(kept);
         }
         b.ingest("flat", Algorithm::Flat, false, batch, false).await?;
-        let hnsw_kept = b.ingest("hnsw", hnsw, true, batch, true).await?;
+        let hnsw_kept = b.ingest("hnsw", hnsw, false, batch, true).await?;
         b.ingest_no_index()?;
         if let Some((_, stack, s)) = &flat {
             b.get_by_id(stack.clone(), &s.key_prefix, "FLAT index").await?;
         }
         if let Some((raw, stack, s)) = hnsw_kept {
-            b.knn(stack.clone(), &s, &a.ef_sweep).await?;
+            b.knn(raw.clone(), stack.clone(), &s, &a.ef_sweep).await?;
             let raw: Arc<dyn StorageBackend> = raw;
             b.overhead(raw, stack).await?;
         }

@@ -35,7 +35,10 @@ mod index;
 mod query;
 mod scripts;
 
-pub use backend::{DEFAULT_WRITE_CHUNK, OnTimeoutPolicy, RedisBackend, RedisBackendOptions};
+pub use backend::{
+    DEFAULT_BATCH_SIZE, DEFAULT_BRUTE_FORCE_BELOW, DEFAULT_PLAN_ESTIMATE_TTL, DEFAULT_WRITE_CHUNK,
+    OnTimeoutPolicy, RedisBackend, RedisBackendOptions,
+};
 
 /// Lowest RediSearch version engram supports (2.10.0, encoded as the server reports it).
 pub const MIN_SEARCH_VERSION: u32 = 2_10_00;

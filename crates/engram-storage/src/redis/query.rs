@@ -104,36 +104,91 @@ fn render_into(filter: &Filter, out: &mut String) {
 
 /// The clauses that scope a query to one namespace and to records live at `now`.
 pub(crate) fn scope(namespace: &Namespace, now: Timestamp) -> String {
-    format!(
-        "@{}:{{{}}} @{}:[({} +inf]",
-        codec::NS,
-        escape_tag(namespace.as_str()),
-        codec::EXP,
-        now.as_millis()
-    )
+    format!("{} {}", namespace_clause(namespace), live_clause(now))
 }
 
-/// The query text of a KNN search: scope, filter and optional distance range, then KNN with
-/// `$BLOB` (and `$EF` for HNSW) from `PARAMS`, the distance yielded as [`codec::DIST`].
-pub(crate) fn knn_query(
+/// The clause that keeps one namespace's records.
+pub(crate) fn namespace_clause(namespace: &Namespace) -> String {
+    format!("@{}:{{{}}}", codec::NS, escape_tag(namespace.as_str()))
+}
+
+/// The clause that keeps records live at `now`.
+fn live_clause(now: Timestamp) -> String {
+    format!("@{}:[({} +inf]", codec::EXP, now.as_millis())
+}
+
+/// The `HYBRID_POLICY` of one KNN query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hybrid {
+    /// None sent: the server chooses.
+    Server,
+    /// `HYBRID_POLICY ADHOC_BF`: brute force over the filtered records (no `EF_RUNTIME`,
+    /// which the server refuses with this policy).
+    AdhocBf,
+    /// `HYBRID_POLICY BATCHES BATCH_SIZE n`.
+    Batches(u32),
+}
+
+/// What goes around the filter of a KNN query.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Knn {
+    /// Neighbours wanted.
+    pub(crate) k: usize,
+    /// Records live at this time only (`@__exp` clause), or `None` to leave expiry to the
+    /// client (the caller then drops expired hits and asks again with the clause if any).
+    pub(crate) live_at: Option<Timestamp>,
+    /// A `VECTOR_RANGE` clause on `$RADIUS`.
+    pub(crate) range: bool,
+    /// `EF_RUNTIME $EF` (HNSW; never sent with [`Hybrid::AdhocBf`]).
+    pub(crate) ef: bool,
+    /// The plan.
+    pub(crate) hybrid: Hybrid,
+}
+
+/// The pre-filter of a KNN query: namespace, optional liveness, filter and distance range.
+pub(crate) fn knn_prefilter(
     namespace: &Namespace,
-    now: Timestamp,
     filter: Option<&Filter>,
-    with_range: bool,
-    k: usize,
-    with_ef: bool,
+    live_at: Option<Timestamp>,
+    range: bool,
 ) -> String {
     let mut q = String::from("(");
-    q.push_str(&scope(namespace, now));
+    q.push_str(&namespace_clause(namespace));
+    if let Some(now) = live_at {
+        q.push(' ');
+        q.push_str(&live_clause(now));
+    }
     if let Some(f) = filter {
         q.push(' ');
         q.push_str(&render_filter(f));
     }
-    if with_range {
+    if range {
         let _ = write!(q, " @{}:[VECTOR_RANGE $RADIUS $BLOB]", codec::VEC);
     }
-    let ef = if with_ef { " EF_RUNTIME $EF" } else { "" };
-    let _ = write!(q, ")=>[KNN {k} @{} $BLOB{ef} AS {}]", codec::VEC, codec::DIST);
+    q.push(')');
+    q
+}
+
+/// The query text of a KNN search: the pre-filter of [`knn_prefilter`], then KNN with `$BLOB`
+/// (and `$EF`) from `PARAMS`, the plan, and the distance yielded as [`codec::DIST`].
+pub(crate) fn knn_query(namespace: &Namespace, filter: Option<&Filter>, knn: Knn) -> String {
+    let mut q = knn_prefilter(namespace, filter, knn.live_at, knn.range);
+    let _ = write!(q, "=>[KNN {} @{} $BLOB", knn.k, codec::VEC);
+    match knn.hybrid {
+        Hybrid::AdhocBf => q.push_str(" HYBRID_POLICY ADHOC_BF"),
+        Hybrid::Batches(n) => {
+            if knn.ef {
+                q.push_str(" EF_RUNTIME $EF");
+            }
+            let _ = write!(q, " HYBRID_POLICY BATCHES BATCH_SIZE {n}");
+        }
+        Hybrid::Server => {
+            if knn.ef {
+                q.push_str(" EF_RUNTIME $EF");
+            }
+        }
+    }
+    let _ = write!(q, " AS {}]", codec::DIST);
     q
 }
 
@@ -188,13 +243,43 @@ mod tests {
     fn every_query_is_scoped_to_its_namespace_and_live_records() {
         let ns = Namespace::new("team-a_1").unwrap();
         assert_eq!(scope(&ns, Timestamp(42)), "@__ns:{team\\-a\\_1} @__exp:[(42 +inf]");
-        let q = knn_query(&ns, Timestamp(42), Some(&Filter::tag_eq("kind", "x")), true, 5, true);
+        let knn = Knn {
+            k: 5,
+            live_at: Some(Timestamp(42)),
+            range: true,
+            ef: true,
+            hybrid: Hybrid::Server,
+        };
+        let q = knn_query(&ns, Some(&Filter::tag_eq("kind", "x")), knn);
         assert_eq!(
             q,
             "(@__ns:{team\\-a\\_1} @__exp:[(42 +inf] @kind:{x} @__vec:[VECTOR_RANGE $RADIUS $BLOB])=>[KNN 5 @__vec $BLOB EF_RUNTIME $EF AS __dist]"
         );
-        let flat = knn_query(&ns, Timestamp(1), None, false, 3, false);
+        let knn = Knn {
+            k: 3,
+            live_at: Some(Timestamp(1)),
+            range: false,
+            ef: false,
+            hybrid: Hybrid::Server,
+        };
+        let flat = knn_query(&ns, None, knn);
         assert_eq!(flat, "(@__ns:{team\\-a\\_1} @__exp:[(1 +inf])=>[KNN 3 @__vec $BLOB AS __dist]");
+    }
+
+    #[test]
+    fn plans_render_as_hybrid_policies() {
+        let ns = Namespace::new("n").unwrap();
+        let knn = |hybrid| Knn { k: 10, live_at: None, range: false, ef: true, hybrid };
+        let f = Filter::tag_eq("s", "a");
+        assert_eq!(
+            knn_query(&ns, Some(&f), knn(Hybrid::Batches(100))),
+            "(@__ns:{n} @s:{a})=>[KNN 10 @__vec $BLOB EF_RUNTIME $EF HYBRID_POLICY BATCHES BATCH_SIZE 100 AS __dist]"
+        );
+        // The server refuses EF_RUNTIME with ADHOC_BF.
+        assert_eq!(
+            knn_query(&ns, Some(&f), knn(Hybrid::AdhocBf)),
+            "(@__ns:{n} @s:{a})=>[KNN 10 @__vec $BLOB HYBRID_POLICY ADHOC_BF AS __dist]"
+        );
     }
 
     proptest! {

@@ -15,8 +15,8 @@ use engram_storage::redis::{RawReply, RedisBackend, RedisBackendOptions, RedisCo
 use engram_storage::testkit::conformance::record;
 use engram_storage::testkit::{BackendFactory, random_namespace, suite_schema};
 use engram_storage::{
-    ErrorKind, FieldValue, Filter, IndexSchema, Namespace, Record, RecordId, StorageBackend,
-    StorageBackendExt, Timestamp, VectorQuery,
+    Algorithm, ErrorKind, FieldValue, Filter, HnswParams, IndexSchema, Namespace, QueryPlan,
+    Record, RecordId, StorageBackend, StorageBackendExt, Timestamp, VectorQuery,
 };
 
 fn config(url: RedisUrl) -> RedisConfig {
@@ -305,7 +305,7 @@ async fn a_hash_past_its_expiry_is_hidden_before_redis_deletes_it() {
         "a_hash_past_its_expiry_is_hidden_before_redis_deletes_it",
         Default::default(),
         |c| async move {
-            c.backend.put(record(&c.ns, "live", [1.0, 0.0, 0.0, 0.0])).await?;
+            c.backend.put(record(&c.ns, "live", [0.9, 0.1, 0.0, 0.0])).await?;
             // As a record looks between its expiry time and Redis deleting it: __exp in the past,
             // the key still there.
             let past = Timestamp::now().as_millis() - 1_000;
@@ -331,6 +331,16 @@ async fn a_hash_past_its_expiry_is_hidden_before_redis_deletes_it() {
                 .search(&VectorQuery::new(c.ns.clone(), vec![1.0, 0.0, 0.0, 0.0], 10))
                 .await?;
             ensure!(hits.len() == 1 && hits[0].record.id.as_str() == "live", "search returned it");
+            // The stale record is the nearest: a search for one neighbour first gets it alone
+            // (no expiry clause), drops it, and must ask again to find the live one.
+            let hits = c
+                .backend
+                .search(&VectorQuery::new(c.ns.clone(), vec![1.0, 0.0, 0.0, 0.0], 1))
+                .await?;
+            ensure!(
+                hits.len() == 1 && hits[0].record.id.as_str() == "live",
+                "a search for one neighbour returned {hits:?}"
+            );
             ensure!(c.backend.count(&c.ns).await? == 1, "count included it");
             ensure!(
                 c.backend.touch(&c.ns, &id("stale"), Timestamp::now(), None).await?.is_none(),
@@ -511,4 +521,110 @@ async fn ensure_index_makes_query_timeouts_errors_and_describe_reports_the_serve
         },
     )
     .await;
+}
+
+/// Every plan on an HNSW index returns the exact neighbours of a small filtered set, and `Auto`
+/// picks brute force below the threshold, batches for a small share of the index above it,
+/// and the server's plan when most of the index passes.
+#[tokio::test]
+async fn every_plan_finds_the_filtered_neighbours_and_auto_picks_by_size() {
+    let Some(url) =
+        require_server("every_plan_finds_the_filtered_neighbours_and_auto_picks_by_size")
+    else {
+        return;
+    };
+    let mut schema = suite_schema();
+    schema.vector.algorithm =
+        Algorithm::Hnsw(HnswParams { m: 16, ef_construction: 200, ef_runtime: 50 });
+    let ns = random_namespace();
+    let options = RedisBackendOptions { brute_force_below: 10, ..Default::default() };
+    let backend = RedisBackend::connect(&config(url), options).await.expect("connects");
+    let outcome = async {
+        backend.ensure_index(&schema).await?;
+        // 60 records on a circle, so that every distance differs: 6 tagged `tiny`, 18 `rare`.
+        let records: Vec<Record> = (0..60u16)
+            .map(|i| {
+                let a = f32::from(i) * 0.1;
+                let kind = match (i % 10, i % 3) {
+                    (0, _) => "tiny",
+                    (_, 0) => "rare",
+                    _ => "common",
+                };
+                record(&ns, &format!("r{i:02}"), [a.cos(), a.sin(), 0.3, 0.1])
+                    .with_field("kind", FieldValue::Tags(vec![kind.into()]))
+            })
+            .collect();
+        let report = backend.put_batch(records.clone()).await;
+        ensure!(report.all_succeeded(), "put: {:?}", report.failures().collect::<Vec<_>>());
+        let probe = vec![1.0, 0.2, 0.3, 0.1];
+        let exact = |kind: Option<&str>| {
+            let mut d: Vec<(f64, String)> = records
+                .iter()
+                .filter(|r| {
+                    kind.is_none_or(|k| {
+                        r.fields.get("kind") == Some(&FieldValue::Tags(vec![k.into()]))
+                    })
+                })
+                .map(|r| {
+                    let v = r.vector.as_ref().expect("vector");
+                    let d = engram_storage::vector::distance(schema.vector.metric, &probe, v);
+                    (f64::from(d), r.id.as_str().to_owned())
+                })
+                .collect();
+            d.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            d.into_iter().take(5).map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        for (kind, n) in [(Some("tiny"), 6), (Some("rare"), 18), (None, 60)] {
+            let want = exact(kind);
+            for plan in [
+                QueryPlan::Auto,
+                QueryPlan::Server,
+                QueryPlan::BruteForce,
+                QueryPlan::Batches { size: 5 },
+            ] {
+                let mut q = VectorQuery::new(ns.clone(), probe.clone(), 5).with_plan(plan);
+                if let Some(k) = kind {
+                    q = q.with_filter(Filter::tag_eq("kind", k));
+                }
+                let got: Vec<String> = backend
+                    .search(&q)
+                    .await?
+                    .into_iter()
+                    .map(|h| h.record.id.as_str().to_owned())
+                    .collect();
+                ensure!(got == want, "{plan:?} over {n} records: {got:?}, want {want:?}");
+                let cmd = backend.search_command(&q).await?;
+                let text = String::from_utf8_lossy(&cmd[1]).into_owned();
+                let expected = match (plan, n) {
+                    (QueryPlan::Server, _) => "",
+                    (QueryPlan::BruteForce, _) | (QueryPlan::Auto, 6) => "HYBRID_POLICY ADHOC_BF",
+                    // At least k: a batch of 5 for k 5.
+                    (QueryPlan::Batches { .. }, _) => "HYBRID_POLICY BATCHES BATCH_SIZE 5 ",
+                    // 18 of 60 pass: batches of the default size.
+                    (QueryPlan::Auto, 18) => "HYBRID_POLICY BATCHES BATCH_SIZE 100 ",
+                    // The whole index passes: the server's plan.
+                    (QueryPlan::Auto, _) => "",
+                };
+                ensure!(text.contains(expected), "{plan:?} over {n} records sent {text}");
+                ensure!(
+                    !text.contains("__exp"),
+                    "the first search leaves expiry to the client: {text}"
+                );
+                if plan == QueryPlan::Server || (plan == QueryPlan::Auto && n == 60) {
+                    ensure!(!text.contains("HYBRID_POLICY"), "the server's plan sent {text}");
+                }
+            }
+        }
+        let bad = VectorQuery::new(ns.clone(), probe.clone(), 5)
+            .with_plan(QueryPlan::Batches { size: 0 });
+        let e = backend.search(&bad).await.expect_err("a batch size of 0");
+        ensure!(e.kind() == ErrorKind::InvalidInput, "{e}");
+        Ok(())
+    }
+    .await;
+    let cleaned = remove_all(backend.connection(), &schema).await;
+    if let Err(e) = outcome {
+        panic!("every_plan_finds_the_filtered_neighbours_and_auto_picks_by_size: {e:#}");
+    }
+    cleaned.expect("cleanup");
 }
