@@ -643,7 +643,31 @@ pub async fn health(ctx: &Context, a: HealthArgs) -> CliResult<Outcome> {
 /// # Errors
 /// Exit code 3 for a schema mismatch, as other commands otherwise.
 pub async fn index(ctx: &Context, action: IndexAction) -> CliResult<Outcome> {
-    let store = ctx.connect(ctx.config()?, false).await?;
+    let config = ctx.config()?;
+    if matches!(action, IndexAction::Describe) {
+        // Describing must not create the index, as opening a store does.
+        let url = config.redis.url.to_string();
+        let exists = async {
+            let backend = engram_storage::redis::RedisBackend::connect(
+                &config.redis,
+                engram_storage::redis::RedisBackendOptions::default(),
+            )
+            .await?;
+            backend.index_exists(&config.index.name).await
+        }
+        .await
+        .map_err(|e| CliError::from_connect(e.into()).context(format!("cannot open {url}")))?;
+        if !exists {
+            return Err(CliError::new(
+                ExitKind::Unavailable,
+                format!(
+                    "index {:?} does not exist on {url}; `engram index ensure` creates it",
+                    config.index.name
+                ),
+            ));
+        }
+    }
+    let store = ctx.connect(config, false).await?;
     let s = store.schema();
     let algorithm = match s.vector.algorithm {
         engram_storage::Algorithm::Flat => json!({"name": "FLAT"}),

@@ -134,6 +134,13 @@ fn bad_input_exits_2_and_stores_nothing() {
 #[test]
 fn an_index_with_another_schema_exits_3() {
     let Some(ix) = TestIndex::new("an_index_with_another_schema_exits_3") else { return };
+    // Describing a missing index does not create it.
+    for _ in 0..2 {
+        let (c, v) = ix.json(&["index", "describe"]);
+        assert_eq!(c, 3, "{v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("does not exist") && msg.contains("index ensure"), "{v}");
+    }
     assert_eq!(ix.json(&["index", "ensure"]).0, 0);
     let mut cmd = ix.cmd(&["--json", "index", "describe"]);
     cmd.env("ENGRAM__INDEX__DIMENSION", "12");
@@ -157,6 +164,7 @@ fn unreachable_server_exits_3_and_health_says_unhealthy() {
     assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stdout));
     let msg = parse(&out)["error"]["message"].as_str().unwrap().to_owned();
     assert!(msg.contains("cargo xtask stack up"), "{msg}");
+    assert!(msg.contains("Connection refused (os error 111)"), "an I/O error as it reads: {msg}");
 
     let mut cmd = engram(&["--json", "health"]);
     cmd.env("REDIS_URL", &url).env("ENGRAM__REDIS__CONNECT_TIMEOUT", "1s");

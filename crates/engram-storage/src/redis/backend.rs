@@ -511,6 +511,19 @@ impl RedisBackend {
         self.options.query_timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
     }
 
+    /// Whether the server has an index called `name` (`FT.INFO`), without creating or
+    /// checking it: for read-only tools that must not create an index by looking at it.
+    ///
+    /// # Errors
+    /// The classified server error, other than the index being unknown.
+    pub async fn index_exists(&self, name: &str) -> Result<bool, StorageError> {
+        match self.ft_info(name, Operation::Describe).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::IndexMissing => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The `FT.SEARCH` arguments (after the command name) that [`StorageBackend::search`]
     /// sends first for `q`, plan included: for measuring the server with the same commands
     /// (`redis-cli --pipe`), and for explaining a query. May read the size estimate of the
@@ -669,7 +682,14 @@ impl RedisBackend {
                 // The namespace clause makes this impossible; never pass on another's record.
                 return Err(protocol(op, "FT.SEARCH returned a record of another namespace"));
             }
-            let record = codec::decode(schema, &ns, &id, field_pairs(fields, op)?, op)?;
+            let pairs = field_pairs(fields, op)?;
+            if pairs.iter().all(|(name, _)| name == codec::DIST) {
+                // The key is gone (expired, or deleted since the index matched it): the server
+                // returns the document without its hash's fields. Treated as expired.
+                expired += 1;
+                continue;
+            }
+            let record = codec::decode(schema, &ns, &id, pairs, op)?;
             if codec::is_expired(record.expires_at, now) {
                 expired += 1;
                 continue;

@@ -497,6 +497,9 @@ fn classify(op: Operation, error: FredError) -> StorageError {
         FredKind::Url | FredKind::Config => {
             format!("invalid client configuration ({:?})", error.kind())
         }
+        // fred writes an I/O error with `Debug`: `Os { code: 111, kind: ConnectionRefused,
+        // message: "Connection refused" }`. Say it as `io::Error`'s `Display` would.
+        FredKind::IO => readable_io_error(&details),
         // A query syntax error quotes the query near the offset, which may hold caller values.
         _ => match details.find(" near ") {
             Some(i) if read_server_reply(&details) == ServerReply::QuerySyntax => {
@@ -506,6 +509,20 @@ fn classify(op: Operation, error: FredError) -> StorageError {
         },
     };
     StorageError::new(kind, op, message).with_source(SourceError(format!("{:?}", error.kind())))
+}
+
+/// `Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }` (the `Debug` of
+/// an OS error) as `Connection refused (os error 111)`; other texts as they are.
+fn readable_io_error(details: &str) -> String {
+    let field = |name: &str| {
+        let start = details.find(name)? + name.len();
+        let rest = &details[start..];
+        Some(rest[..rest.find([',', '}', '"'])?].trim())
+    };
+    match (details.trim_start().starts_with("Os {"), field("message: \""), field("code: ")) {
+        (true, Some(message), Some(code)) => format!("{message} (os error {code})"),
+        _ => details.to_owned(),
+    }
 }
 
 /// What a server error reply is, read from its text.
@@ -611,6 +628,17 @@ mod tests {
                 .map(|(n, v)| ModuleInfo { name: (*n).into(), version: *v })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn io_errors_read_like_io_errors() {
+        let os = r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
+        assert_eq!(readable_io_error(os), "Connection refused (os error 111)");
+        let e = classify(Operation::Connect, FredError::new(FredKind::IO, os));
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert_eq!(e.message(), "Connection refused (os error 111)");
+        assert_eq!(readable_io_error("Connection reset"), "Connection reset");
+        assert_eq!(readable_io_error("Os { broken"), "Os { broken");
     }
 
     #[test]
