@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -379,8 +379,10 @@ enum PermitKind {
 /// the caller's (invalid input) are [`Verdict::Ignored`] and count as neither success nor
 /// failure. Outcomes of calls admitted before a transition are ignored after it.
 ///
-/// The closed path costs one atomic load to admit and one short, uncontended lock to record.
-/// While open, rejection reads the clock and two atomics without locking.
+/// The closed path costs one atomic load to admit. Recording takes a short lock, except for a
+/// success while the window is full of successes and none failed since: that changes nothing,
+/// so it costs one atomic load. While open, rejection reads the clock and two atomics without
+/// locking.
 ///
 /// Share it behind an [`Arc`]; [`CircuitBreaker::try_acquire`] and [`CircuitBreaker::call`]
 /// take `&self`.
@@ -392,6 +394,10 @@ pub struct CircuitBreaker {
     word: AtomicU64,
     /// When open: nanoseconds after `epoch` at which probes are admitted.
     open_until: AtomicU64,
+    /// Closed with a full window of successes and no failure since the last success: a
+    /// success would leave every count as it is, so it is recorded without the lock. Written
+    /// under the lock, only when it changes.
+    steady: AtomicBool,
     epoch: Instant,
     inner: Mutex<Inner>,
     clock: Arc<dyn Clock>,
@@ -428,6 +434,7 @@ impl CircuitBreaker {
             settings,
             word: AtomicU64::new(pack(BreakerState::Closed, 0)),
             open_until: AtomicU64::new(0),
+            steady: AtomicBool::new(false),
             epoch,
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
@@ -581,7 +588,13 @@ impl CircuitBreaker {
 
     /// Records the outcome of a call admitted in `generation`.
     fn on_outcome(&self, generation: u64, kind: PermitKind, verdict: Verdict) {
-        if kind == PermitKind::Closed && verdict == Verdict::Ignored {
+        if kind == PermitKind::Closed
+            && (verdict == Verdict::Ignored
+                || (verdict == Verdict::Success && self.steady.load(Ordering::Acquire)))
+        {
+            // Ignored, or a success that would push a success out of a window of successes:
+            // no count changes. A transition or failure recorded meanwhile by another call is
+            // ordered after this one.
             return;
         }
         let mut inner = self.lock();
@@ -595,6 +608,7 @@ impl CircuitBreaker {
                 inner.window.push(failure);
                 inner.consecutive_failures =
                     if failure { inner.consecutive_failures.saturating_add(1) } else { 0 };
+                self.set_steady(&inner);
                 // Checked after successes too: the call that brings the window to
                 // `minimum_calls` may be a success while the rate is already too high.
                 if self.should_open(&inner) {
@@ -623,6 +637,18 @@ impl CircuitBreaker {
                     Verdict::Ignored => {}
                 }
             }
+        }
+    }
+
+    /// Publishes whether a success would change nothing (see `steady`).
+    fn set_steady(&self, inner: &Inner) {
+        let w = &inner.window;
+        let steady = inner.state == BreakerState::Closed
+            && w.len == w.outcomes.len()
+            && w.failures == 0
+            && inner.consecutive_failures == 0;
+        if self.steady.load(Ordering::Relaxed) != steady {
+            self.steady.store(steady, Ordering::Release);
         }
     }
 
@@ -658,6 +684,7 @@ impl CircuitBreaker {
                 inner.opens = 0;
             }
         }
+        self.set_steady(inner);
         self.word.store(pack(to, inner.generation), Ordering::Release);
         self.observer.breaker_transition(self.name, from, to);
     }
@@ -815,6 +842,44 @@ mod tests {
         f.calls(&verdicts);
         f.calls(&[F]);
         assert_eq!(f.breaker.state(), Open, "3 failures in 30 calls is exactly 10%");
+    }
+
+    /// Successes into a full window of successes skip the lock; the counts stay exact around
+    /// them.
+    #[test]
+    fn successes_into_a_window_of_successes_change_nothing() {
+        let f = fixture(&CircuitBreakerConfig {
+            window_size: 4,
+            minimum_calls: 4,
+            failure_rate_threshold: 0.9,
+            consecutive_failures: Some(2),
+            ..config()
+        });
+        let counts = |f: &Fixture| {
+            let s = f.breaker.snapshot();
+            (s.calls_in_window, s.failures_in_window, s.consecutive_failures)
+        };
+        f.calls(&[S; 3]);
+        assert!(!f.breaker.steady.load(Ordering::Relaxed), "the window is not full yet");
+        f.calls(&[S]);
+        assert!(f.breaker.steady.load(Ordering::Relaxed));
+        f.calls(&[S; 10]);
+        assert_eq!(counts(&f), (4, 0, 0));
+        f.calls(&[F]);
+        assert!(!f.breaker.steady.load(Ordering::Relaxed));
+        assert_eq!(counts(&f), (4, 1, 1));
+        // The success after a failure resets the run of failures, so a second failure later
+        // does not open the breaker.
+        f.calls(&[S, F]);
+        assert_eq!((counts(&f), f.breaker.state()), ((4, 2, 1), Closed));
+        f.calls(&[S, S, S]);
+        assert_eq!(counts(&f), (4, 1, 0), "the first failure has left the window");
+        f.calls(&[S]);
+        assert_eq!(counts(&f), (4, 0, 0));
+        assert!(f.breaker.steady.load(Ordering::Relaxed));
+        f.calls(&[F, F]);
+        assert_eq!(f.breaker.state(), Open, "two failures in a row");
+        assert!(!f.breaker.steady.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! The details are in the documentation of [`RetryBudget`].
 
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::clock::{Clock, default_clock};
 use crate::error::{InvalidSettings, ensure};
+use crate::random::duration_nanos;
 
 /// Tokens are counted in thousandths so that fractional ratios stay exact integers.
 const SCALE: i64 = 1_000;
@@ -26,21 +28,31 @@ const SLOTS: usize = 10;
 /// outage where every call fails, retries are bounded by `ratio × calls + reserve`, so the
 /// amplification (attempts per call) tends to `1 + ratio` instead of `max_attempts`.
 ///
-/// Cheap to share behind an [`Arc`]: each operation takes a short, uncontended lock.
+/// Cheap to share behind an [`Arc`]: a deposit (every call) is one clock read and one atomic
+/// addition while its slot is current; moving to the next slot, withdrawals and
+/// [`RetryBudget::available`] take a short lock. A deposit that races with the move to the
+/// next slot may be counted in the slot next to its own, so it expires up to one slot
+/// (a tenth of the window) early or late.
 #[derive(Debug)]
 pub struct RetryBudget {
     deposit: i64,
     reserve: i64,
     slot_length: Duration,
     clock: Arc<dyn Clock>,
+    /// Where `end_nanos` counts from: the clock's time when the budget got its clock.
+    epoch: Instant,
+    /// Net tokens (deposits minus withdrawals) per slot, in thousandths.
+    balance: [AtomicI64; SLOTS],
+    /// The current slot; changed under the lock.
+    current: AtomicUsize,
+    /// When the current slot ends, in nanoseconds after `epoch`; 0 until first use. Changed
+    /// under the lock.
+    end_nanos: AtomicU64,
     slots: Mutex<Slots>,
 }
 
 #[derive(Debug)]
 struct Slots {
-    /// Net tokens (deposits minus withdrawals) per slot, in thousandths.
-    balance: [i64; SLOTS],
-    current: usize,
     /// When the current slot started; `None` until first use.
     current_start: Option<Instant>,
 }
@@ -61,18 +73,24 @@ impl RetryBudget {
         let deposit = (ratio * SCALE as f64).round() as i64;
         let reserve =
             (f64::from(min_per_second) * window.as_secs_f64() * SCALE as f64).round() as i64;
+        let clock = default_clock();
         Ok(Self {
             deposit,
             reserve,
             slot_length: window / SLOTS as u32,
-            clock: default_clock(),
-            slots: Mutex::new(Slots { balance: [0; SLOTS], current: 0, current_start: None }),
+            epoch: clock.now(),
+            clock,
+            balance: Default::default(),
+            current: AtomicUsize::new(0),
+            end_nanos: AtomicU64::new(0),
+            slots: Mutex::new(Slots { current_start: None }),
         })
     }
 
     /// The same budget reading time from `clock`.
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.epoch = clock.now();
         self.clock = clock;
         self
     }
@@ -83,19 +101,21 @@ impl RetryBudget {
             return;
         }
         let now = self.clock.now();
-        let mut slots = self.lock(now);
-        let current = slots.current;
-        slots.balance[current] = slots.balance[current].saturating_add(self.deposit);
+        if self.nanos(now) < self.end_nanos.load(Ordering::Acquire) {
+            // The current slot is still current: no need for the lock.
+            self.add_to_current(self.deposit);
+            return;
+        }
+        let _slots = self.lock(now);
+        self.add_to_current(self.deposit);
     }
 
     /// Takes one retry from the budget; `false` means the retry must not happen.
     pub fn try_withdraw(&self) -> bool {
         let now = self.clock.now();
-        let mut slots = self.lock(now);
-        let balance: i64 = slots.balance.iter().sum();
-        if balance.saturating_add(self.reserve) >= SCALE {
-            let current = slots.current;
-            slots.balance[current] -= SCALE;
+        let _slots = self.lock(now);
+        if self.balance().saturating_add(self.reserve) >= SCALE {
+            self.add_to_current(-SCALE);
             true
         } else {
             false
@@ -105,17 +125,32 @@ impl RetryBudget {
     /// How many retries the budget would allow right now.
     pub fn available(&self) -> u64 {
         let now = self.clock.now();
-        let slots = self.lock(now);
-        let balance: i64 = slots.balance.iter().sum();
-        u64::try_from(balance.saturating_add(self.reserve) / SCALE).unwrap_or(0)
+        let _slots = self.lock(now);
+        u64::try_from(self.balance().saturating_add(self.reserve) / SCALE).unwrap_or(0)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        duration_nanos(at.saturating_duration_since(self.epoch))
+    }
+
+    fn add_to_current(&self, tokens: i64) {
+        // A slot holds the tokens of one slot's length of calls (at most a thousand per call):
+        // far from wrapping.
+        self.balance[self.current.load(Ordering::Acquire)].fetch_add(tokens, Ordering::AcqRel);
+    }
+
+    /// The sum of every slot.
+    fn balance(&self) -> i64 {
+        self.balance.iter().map(|b| b.load(Ordering::Acquire)).fold(0, i64::saturating_add)
     }
 
     /// Locks the slots after expiring those older than the window.
     fn lock(&self, now: Instant) -> MutexGuard<'_, Slots> {
-        // The slots hold plain integers that are valid after any panic, so poisoning is moot.
+        // The slots hold plain values that are valid after any panic, so poisoning is moot.
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(start) = slots.current_start else {
             slots.current_start = Some(now);
+            self.publish_end(now);
             return slots;
         };
         let elapsed = now.saturating_duration_since(start);
@@ -123,19 +158,30 @@ impl RetryBudget {
             return slots;
         }
         let steps = elapsed.as_nanos() / self.slot_length.as_nanos().max(1);
-        if steps >= SLOTS as u128 {
-            slots.balance = [0; SLOTS];
-            slots.current_start = Some(now);
-        } else {
-            for _ in 0..steps {
-                slots.current = (slots.current + 1) % SLOTS;
-                let current = slots.current;
-                slots.balance[current] = 0;
+        let start = if steps >= SLOTS as u128 {
+            for b in &self.balance {
+                b.store(0, Ordering::Release);
             }
+            now
+        } else {
+            let mut current = self.current.load(Ordering::Acquire);
+            for _ in 0..steps {
+                current = (current + 1) % SLOTS;
+                self.balance[current].store(0, Ordering::Release);
+            }
+            self.current.store(current, Ordering::Release);
             // steps < SLOTS, so the cast and the multiplication are small.
-            slots.current_start = Some(start + self.slot_length * steps as u32);
-        }
+            start + self.slot_length * steps as u32
+        };
+        slots.current_start = Some(start);
+        self.publish_end(start);
         slots
+    }
+
+    /// Publishes when the slot that started at `start` ends, for lock-free deposits.
+    fn publish_end(&self, start: Instant) {
+        let end = self.nanos(start).saturating_add(duration_nanos(self.slot_length));
+        self.end_nanos.store(end, Ordering::Release);
     }
 }
 
@@ -215,6 +261,26 @@ mod tests {
         assert_eq!(budget.available(), 1);
         clock.advance(Duration::from_secs(5));
         assert_eq!(budget.available(), 0);
+    }
+
+    #[test]
+    fn concurrent_deposits_all_count() {
+        let (budget, clock) = budget(0.5, 0, 10);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..1_000).for_each(|_| budget.deposit()));
+            }
+        });
+        assert_eq!(budget.available(), 2_000);
+        clock.advance(Duration::from_secs(3));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| (0..100).for_each(|_| budget.deposit()));
+            }
+        });
+        assert_eq!(budget.available(), 2_200);
+        clock.advance(Duration::from_secs(8));
+        assert_eq!(budget.available(), 200, "the first deposits have expired");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   jitter, capped, as an endless iterator ([`Backoff::delays_with`]).
 //! - [`Retrier`]: the async retry loop, driven by a [`RetryPolicy`] (attempts, total-delay
 //!   cap), the error's [`RetryClass`] and the [`Operation`]'s idempotency, and limited by a
-//!   shared [`RetryBudget`].
+//!   shared [`RetryBudget`]; [`Retrier::start`] gives the same decisions one failed attempt at a
+//!   time ([`RetryLoop`]) to callers that run the loop themselves.
 //! - [`CircuitBreaker`]: closed / open / half-open over a count-based sliding window, with
 //!   probe permits, growing open durations and a snapshot.
 //! - [`HealthChecker`]: a background probe with healthy / degraded / unhealthy hysteresis and a
@@ -82,4 +83,6 @@ pub use health::{HealthChecker, HealthCheckerBuilder, HealthError, HealthReport,
 pub use metrics::MetricsObserver;
 pub use observe::{NoopObserver, Observer, Observers};
 pub use random::{RandomSource, Rng};
-pub use retry::{ClassifyRetry, Operation, Retrier, RetryClass, RetryError, RetryPolicy};
+pub use retry::{
+    ClassifyRetry, Operation, Retrier, RetryClass, RetryError, RetryLoop, RetryPolicy,
+};

@@ -342,52 +342,124 @@ impl Retrier {
         Fut: Future<Output = Result<T, E>>,
         E: ClassifyRetry,
     {
+        let mut retries = self.start(operation);
+        loop {
+            match attempt(retries.attempt()).await {
+                Ok(value) => return Ok(value),
+                Err(error) => {
+                    let delay = retries.after_error(error)?;
+                    retries.wait(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Starts one operation for a caller that drives the retry loop itself (to keep state
+    /// between attempts without sharing it with a closure): the same decisions as
+    /// [`Retrier::retry`], made one failed attempt at a time by [`RetryLoop::after_error`].
+    ///
+    /// Deposits into the budget, as every call does.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use engram_resilience::{ClassifyRetry, Operation, Retrier, RetryClass, RetryPolicy};
+    /// # #[derive(Debug)] struct Busy;
+    /// # impl ClassifyRetry for Busy { fn retry_class(&self) -> RetryClass { RetryClass::Temporary } }
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// # let retrier = Retrier::new(RetryPolicy::never());
+    /// let mut retries = retrier.start(Operation::idempotent("get"));
+    /// let outcome = loop {
+    ///     let result: Result<u8, Busy> = Err(Busy); // one attempt
+    ///     match result {
+    ///         Ok(value) => break Ok(value),
+    ///         Err(error) => match retries.after_error(error) {
+    ///             Ok(delay) => retries.wait(delay).await,
+    ///             Err(gave_up) => break Err(gave_up),
+    ///         },
+    ///     }
+    /// };
+    /// assert_eq!(outcome.unwrap_err().attempts(), 1);
+    /// # }
+    /// ```
+    pub fn start(&self, operation: Operation) -> RetryLoop<'_> {
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
-        let mut attempts = 1;
-        // Built on the first failure only, so that a first-try success costs no randomness.
-        let mut delays: Option<Delays<Rng>> = None;
-        let mut slept = Duration::ZERO;
-        loop {
-            let error = match attempt(attempts).await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            if !operation.may_retry(error.retry_class()) {
-                return Err(RetryError::NotRetryable { error, attempts });
-            }
-            if attempts >= self.policy.max_attempts {
-                return Err(RetryError::AttemptsExhausted { error, attempts });
-            }
-            let delay = delays
-                .get_or_insert_with(|| self.policy.backoff.delays_with(self.next_rng()))
-                .next()
-                .unwrap_or(self.policy.backoff.max());
-            let total = slept.saturating_add(delay);
-            if self.policy.max_total_delay.is_some_and(|cap| total > cap) {
-                return Err(RetryError::DelayExhausted { error, attempts });
-            }
-            if let Some(budget) = &self.budget
-                && !budget.try_withdraw()
-            {
-                self.observer.retry_budget_exhausted(operation.name);
-                return Err(RetryError::BudgetExhausted { error, attempts });
-            }
-            drop(error);
-            attempts += 1;
-            self.observer.retry(operation.name, attempts, delay);
-            if !delay.is_zero() {
-                self.clock.sleep(delay).await;
-            }
-            slept = total;
-        }
+        RetryLoop { retrier: self, operation, attempts: 1, delays: None, slept: Duration::ZERO }
     }
 
     /// A generator for one operation's jitter, from the shared seed sequence.
     fn next_rng(&self) -> Rng {
         let mut state = self.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
         Rng::seeded(splitmix64(&mut state))
+    }
+}
+
+/// One operation's way through the retry loop of a [`Retrier`], from [`Retrier::start`].
+///
+/// After each failed attempt, [`RetryLoop::after_error`] says whether to try again and after
+/// which delay, with the same checks in the same order as [`Retrier::retry`]; the caller
+/// waits ([`RetryLoop::wait`]) and makes the next attempt.
+#[derive(Debug)]
+pub struct RetryLoop<'r> {
+    retrier: &'r Retrier,
+    operation: Operation,
+    attempts: u32,
+    /// Built on the first failure only, so that a first-try success costs no randomness; boxed
+    /// so that the loop's state, held by every call's future, stays small.
+    delays: Option<Box<Delays<Rng>>>,
+    slept: Duration,
+}
+
+impl RetryLoop<'_> {
+    /// The number of the attempt to make now: 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Decides after attempt [`RetryLoop::attempt`] failed with `error`: `Ok(delay)` to wait
+    /// `delay` and make the next attempt (the retry is then withdrawn from the budget and
+    /// reported to the observer), or the [`RetryError`] that ends the operation.
+    ///
+    /// # Errors
+    /// The error, wrapped in a [`RetryError`] saying why retrying stops.
+    pub fn after_error<E: ClassifyRetry>(&mut self, error: E) -> Result<Duration, RetryError<E>> {
+        let (retrier, operation, attempts) = (self.retrier, self.operation, self.attempts);
+        if !operation.may_retry(error.retry_class()) {
+            return Err(RetryError::NotRetryable { error, attempts });
+        }
+        let policy = &retrier.policy;
+        if attempts >= policy.max_attempts {
+            return Err(RetryError::AttemptsExhausted { error, attempts });
+        }
+        let delay = self
+            .delays
+            .get_or_insert_with(|| Box::new(policy.backoff.delays_with(retrier.next_rng())))
+            .next()
+            .unwrap_or(policy.backoff.max());
+        let total = self.slept.saturating_add(delay);
+        if policy.max_total_delay.is_some_and(|cap| total > cap) {
+            return Err(RetryError::DelayExhausted { error, attempts });
+        }
+        if let Some(budget) = &retrier.budget
+            && !budget.try_withdraw()
+        {
+            retrier.observer.retry_budget_exhausted(operation.name);
+            return Err(RetryError::BudgetExhausted { error, attempts });
+        }
+        drop(error);
+        self.attempts += 1;
+        retrier.observer.retry(operation.name, self.attempts, delay);
+        self.slept = total;
+        Ok(delay)
+    }
+
+    /// Waits `delay` on the retrier's clock (at once for a zero delay).
+    pub async fn wait(&self, delay: Duration) {
+        if !delay.is_zero() {
+            self.retrier.clock.sleep(delay).await;
+        }
     }
 }
 

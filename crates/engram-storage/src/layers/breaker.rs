@@ -1,12 +1,14 @@
 //! The circuit-breaker layer: sheds calls while the server is failing.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
-use engram_resilience::{BreakerError, CircuitBreaker, Rejected, Verdict};
+use engram_resilience::{CircuitBreaker, ClassifyFailure, Permit, Rejected, Verdict};
 
 use super::Policy;
 use super::classify::is_dependency_failure;
+use super::stack::Chain;
 use crate::backend::{BatchReport, ItemOutcome};
 use crate::error::{ErrorKind, Operation, RetryStatus, StorageError};
 
@@ -34,38 +36,34 @@ fn rejected(op: Operation, r: &Rejected) -> StorageError {
     StorageError::new(ErrorKind::CircuitOpen, op, r.to_string()).with_status(RetryStatus::Permanent)
 }
 
-impl Policy for BreakerPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: FnMut() -> Fut + Send + 'a,
-        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
-    {
-        self.breaker.call(f).await.map_err(|e| match e {
-            BreakerError::Rejected(r) => rejected(op, &r),
-            BreakerError::Inner(e) => e,
-        })
+impl BreakerPolicy {
+    /// Asks the breaker for one attempt: a lock-free atomic load while closed.
+    ///
+    /// # Errors
+    /// [`ErrorKind::CircuitOpen`] when the breaker refuses the attempt.
+    pub(super) fn admit(&self, op: Operation) -> Result<Permit<'_>, StorageError> {
+        self.breaker.try_acquire().map_err(|r| rejected(op, &r))
     }
 
-    async fn batch<'a, I, T, F, Fut>(
-        &'a self,
-        op: Operation,
-        items: Vec<I>,
-        mut f: F,
-    ) -> BatchReport<T>
-    where
-        I: Clone + Send + Sync + 'a,
-        T: Send + 'a,
-        F: FnMut(Vec<I>) -> Fut + Send + 'a,
-        Fut: Future<Output = BatchReport<T>> + Send + 'a,
-    {
-        let permit = match self.breaker.try_acquire() {
-            Ok(p) => p,
-            Err(r) => return BatchReport::all_failed(items.len(), &rejected(op, &r)),
-        };
-        let report = f(items).await;
-        let failed = report.items.iter().any(|o| o.err().is_some_and(is_dependency_failure));
-        let ran = report.items.iter().any(|o| matches!(o, ItemOutcome::Succeeded(_)));
+    /// Reports a call's result: success, or what its error means for the breaker.
+    pub(super) fn settle<T>(permit: Permit<'_>, result: &Result<T, StorageError>) {
+        permit.record(match result {
+            Ok(_) => Verdict::Success,
+            Err(e) => e.verdict(),
+        });
+    }
+
+    /// Reports a batch as one call: a failure when any item failed for the server's fault,
+    /// a success when any item went through, else ignored.
+    pub(super) fn settle_batch<T>(permit: Permit<'_>, report: &BatchReport<T>) {
+        let (mut failed, mut ran) = (false, false);
+        for o in &report.items {
+            match o {
+                ItemOutcome::Succeeded(_) => ran = true,
+                ItemOutcome::Failed(e) => failed |= is_dependency_failure(e),
+                ItemOutcome::NotAttempted => {}
+            }
+        }
         permit.record(if failed {
             Verdict::Failure
         } else if ran {
@@ -73,6 +71,31 @@ impl Policy for BreakerPolicy {
         } else {
             Verdict::Ignored
         });
-        report
+    }
+}
+
+impl Policy for BreakerPolicy {
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
+    {
+        Chain { breaker: Some(self), ..Chain::default() }.call(op, &f).await
+    }
+
+    async fn batch<'a, I, T, F, Fut>(
+        &'a self,
+        op: Operation,
+        items: Cow<'a, [I]>,
+        f: F,
+    ) -> BatchReport<T>
+    where
+        I: Clone + Send + Sync + 'a,
+        T: Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = BatchReport<T>> + Send + 'a,
+    {
+        Chain { breaker: Some(self), ..Chain::default() }.batch(op, items, &f).await
     }
 }

@@ -3,17 +3,19 @@
 //! Names and labels follow `observability.md`; labels are bounded (operation, outcome, error
 //! kind, hit/miss), never a namespace, id or query.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Key, Label, Level, Metadata, Unit, counter, describe_counter, describe_gauge,
+    describe_histogram, gauge, histogram,
 };
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::Policy;
+use super::stack::Chain;
 use super::stats::OperationStats;
 use crate::backend::{BatchReport, ItemOutcome};
 use crate::error::{ErrorKind, Operation, StorageError};
@@ -61,8 +63,13 @@ pub fn describe_metrics() {
 }
 
 /// Records latency, outcome, errors, in-flight calls, batch sizes, search hits and the read
-/// hit ratio. Operations slower than the threshold are reported as slow (WARN logging comes
-/// with the tracing work).
+/// hit ratio. Operations slower than the threshold log a WARN line.
+///
+/// Every metric key is built at compile time (name, labels and their hash), so recording
+/// allocates and hashes nothing; the installed recorder (global, or local to a thread) is
+/// looked up at each update, as the `metrics` macros do, so a recorder installed after the
+/// stack is built still sees everything. The debug span of an operation costs a level check
+/// when nothing listens at debug level.
 #[derive(Debug, Clone)]
 pub struct MetricsPolicy {
     slow: Duration,
@@ -84,7 +91,7 @@ impl MetricsPolicy {
 
     /// The span of one operation, with OpenTelemetry's database fields. It never carries
     /// keys, content, vectors or credentials.
-    fn span(&self, op: Operation, keys: usize) -> tracing::Span {
+    pub(super) fn span(&self, op: Operation, keys: usize) -> tracing::Span {
         tracing::debug_span!(
             "engram.storage",
             otel.kind = "client",
@@ -102,18 +109,41 @@ impl MetricsPolicy {
         self
     }
 
-    fn finish(&self, op: Operation, kind: Option<ErrorKind>, start: Instant, keys: usize) {
+    /// Records the end of a call that started at `start`. Runs inside the operation's span;
+    /// `traced` says whether that span is enabled (and so worth recording into).
+    pub(super) fn finish(
+        &self,
+        op: Operation,
+        kind: Option<ErrorKind>,
+        start: Instant,
+        keys: usize,
+        traced: bool,
+    ) {
         let elapsed = start.elapsed();
         let outcome = outcome(kind);
-        histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
-            .record(elapsed.as_secs_f64());
+        match OpKeys::of(op) {
+            Some(k) => {
+                let key = match kind {
+                    None => &k.ok,
+                    Some(ErrorKind::CircuitOpen) => &k.rejected,
+                    Some(_) => &k.error,
+                };
+                histogram(key).record(elapsed.as_secs_f64());
+            }
+            None => {
+                histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
+                    .record(elapsed.as_secs_f64());
+            }
+        }
         if let Some(stats) = &self.stats {
             stats.record(op.as_str(), outcome, elapsed);
         }
-        let span = tracing::Span::current();
-        span.record("outcome", outcome);
-        if let Some(kind) = kind {
-            span.record("error.type", kind.as_str());
+        if traced {
+            let span = tracing::Span::current();
+            span.record("outcome", outcome);
+            if let Some(kind) = kind {
+                span.record("error.type", kind.as_str());
+            }
         }
         if elapsed > self.slow {
             tracing::warn!(
@@ -140,96 +170,237 @@ fn outcome(kind: Option<ErrorKind>) -> &'static str {
     }
 }
 
-/// Decrements the in-flight gauge even if the call is dropped half-way.
-struct InFlight(Operation);
+/// Where the metrics of this layer come from, as the `metrics` macros called here would say.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+fn histogram(key: &'static Key) -> metrics::Histogram {
+    metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
+}
+
+fn counter(key: &'static Key) -> metrics::Counter {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA))
+}
+
+fn gauge(key: &'static Key) -> metrics::Gauge {
+    metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
+}
+
+/// The keys of one operation's metrics, built at compile time.
+#[derive(Debug)]
+struct OpKeys {
+    /// `engram_operations_in_flight{operation}`.
+    in_flight: Key,
+    /// `engram_batch_size{operation}`.
+    batch_size: Key,
+    /// `engram_operation_duration_seconds{operation, outcome="ok"}`.
+    ok: Key,
+    /// The same with `outcome="error"`.
+    error: Key,
+    /// The same with `outcome="rejected"`.
+    rejected: Key,
+}
+
+macro_rules! op_keys {
+    ($($op:ident => $name:literal),* $(,)?) => {
+        impl OpKeys {
+            /// The keys of `op`; `None` for an operation added to [`Operation`] and not here
+            /// (its metrics are then keyed at run time).
+            fn of(op: Operation) -> Option<&'static OpKeys> {
+                match op {
+                    $(Operation::$op => {
+                        static OP: [Label; 1] = [Label::from_static_parts("operation", $name)];
+                        static OK: [Label; 2] = [
+                            Label::from_static_parts("operation", $name),
+                            Label::from_static_parts("outcome", "ok"),
+                        ];
+                        static ERROR: [Label; 2] = [
+                            Label::from_static_parts("operation", $name),
+                            Label::from_static_parts("outcome", "error"),
+                        ];
+                        static REJECTED: [Label; 2] = [
+                            Label::from_static_parts("operation", $name),
+                            Label::from_static_parts("outcome", "rejected"),
+                        ];
+                        static KEYS: OpKeys = OpKeys {
+                            in_flight: Key::from_static_parts(OPERATIONS_IN_FLIGHT, &OP),
+                            batch_size: Key::from_static_parts(BATCH_SIZE, &OP),
+                            ok: Key::from_static_parts(OPERATION_DURATION, &OK),
+                            error: Key::from_static_parts(OPERATION_DURATION, &ERROR),
+                            rejected: Key::from_static_parts(OPERATION_DURATION, &REJECTED),
+                        };
+                        Some(&KEYS)
+                    })*
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+op_keys! {
+    Validate => "validate",
+    Connect => "connect",
+    Ping => "ping",
+    Describe => "describe",
+    EnsureIndex => "ensure_index",
+    Put => "put",
+    Get => "get",
+    Delete => "delete",
+    Search => "search",
+    Find => "find",
+    Count => "count",
+    Scan => "scan",
+    Touch => "touch",
+    CompareAndSet => "compare_and_set",
+}
+
+static HIT_LABELS: [Label; 1] = [Label::from_static_parts("result", "hit")];
+static MISS_LABELS: [Label; 1] = [Label::from_static_parts("result", "miss")];
+static GET_HIT: Key = Key::from_static_parts(GET_TOTAL, &HIT_LABELS);
+static GET_MISS: Key = Key::from_static_parts(GET_TOTAL, &MISS_LABELS);
+static SEARCH_RESULTS_KEY: Key = Key::from_static_parts(SEARCH_RESULTS, &[]);
+
+/// Decrements the in-flight gauge even if the call is dropped half-way, through the handle
+/// that incremented it (one registry look-up per call, not two).
+pub(super) struct InFlight(metrics::Gauge);
 
 impl InFlight {
-    fn start(op: Operation) -> Self {
-        gauge!(OPERATIONS_IN_FLIGHT, "operation" => op.as_str()).increment(1.0);
-        Self(op)
+    /// Counts one call of `op` in flight until dropped.
+    pub(super) fn start(op: Operation) -> Self {
+        let g = match OpKeys::of(op) {
+            Some(k) => gauge(&k.in_flight),
+            None => gauge!(OPERATIONS_IN_FLIGHT, "operation" => op.as_str()),
+        };
+        g.increment(1.0);
+        Self(g)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        gauge!(OPERATIONS_IN_FLIGHT, "operation" => self.0.as_str()).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
-fn record_error(op: Operation, e: &StorageError) {
-    counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => e.kind().as_str())
-        .increment(1);
+/// Counts one failure of `op` with an error of `kind`.
+pub(super) fn record_error(op: Operation, kind: &'static str) {
+    counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => kind).increment(1);
+}
+
+/// Records the size of a batch.
+pub(super) fn record_batch_size(op: Operation, n: usize) {
+    match OpKeys::of(op) {
+        Some(k) => histogram(&k.batch_size).record(n as f64),
+        None => histogram!(BATCH_SIZE, "operation" => op.as_str()).record(n as f64),
+    }
+}
+
+/// Counts a batch's failed items by kind and returns the batch's error kind, if any: a batch
+/// is "rejected" only when the breaker refused all of it, so the first kind that is not a
+/// rejection wins, else the first kind.
+pub(super) fn batch_outcome<T>(op: Operation, report: &BatchReport<T>) -> Option<ErrorKind> {
+    let (mut first, mut worst) = (None, None);
+    for o in &report.items {
+        let kind = match o {
+            ItemOutcome::Failed(e) => {
+                record_error(op, e.kind().as_str());
+                e.kind()
+            }
+            ItemOutcome::NotAttempted => {
+                record_error(op, "not_attempted");
+                ErrorKind::Unavailable
+            }
+            ItemOutcome::Succeeded(_) => continue,
+        };
+        first.get_or_insert(kind);
+        if worst.is_none() && kind != ErrorKind::CircuitOpen {
+            worst = Some(kind);
+        }
+    }
+    worst.or(first)
 }
 
 impl Policy for MetricsPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, mut f: F) -> Result<T, StorageError>
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
     where
         T: Send + 'a,
-        F: FnMut() -> Fut + Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
         Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
     {
-        let _guard = InFlight::start(op);
-        let span = self.span(op, 1);
-        async {
-            let start = Instant::now();
-            let result = f().await;
-            self.finish(op, result.as_ref().err().map(StorageError::kind), start, 1);
-            result
-        }
-        .instrument(span)
-        .await
-        .inspect_err(|e| record_error(op, e))
+        Chain { metrics: Some(self), ..Chain::default() }.call(op, &f).await
     }
 
     async fn batch<'a, I, T, F, Fut>(
         &'a self,
         op: Operation,
-        items: Vec<I>,
-        mut f: F,
+        items: Cow<'a, [I]>,
+        f: F,
     ) -> BatchReport<T>
     where
         I: Clone + Send + Sync + 'a,
         T: Send + 'a,
-        F: FnMut(Vec<I>) -> Fut + Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
         Fut: Future<Output = BatchReport<T>> + Send + 'a,
     {
-        let _guard = InFlight::start(op);
-        let n = items.len();
-        histogram!(BATCH_SIZE, "operation" => op.as_str()).record(n as f64);
-        let span = self.span(op, n);
-        async {
-            let start = Instant::now();
-            let report = f(items).await;
-            let mut kinds = Vec::new();
-            for o in &report.items {
-                match o {
-                    ItemOutcome::Failed(e) => {
-                        record_error(op, e);
-                        kinds.push(e.kind());
-                    }
-                    ItemOutcome::NotAttempted => {
-                        counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => "not_attempted")
-                            .increment(1);
-                        kinds.push(ErrorKind::Unavailable);
-                    }
-                    ItemOutcome::Succeeded(_) => {}
-                }
-            }
-            // A batch is "rejected" only when the breaker refused all of it.
-            let worst = kinds.iter().copied().find(|k| *k != ErrorKind::CircuitOpen).or(kinds.first().copied());
-            self.finish(op, worst, start, n);
-            report
-        }
-        .instrument(span)
-        .await
+        Chain { metrics: Some(self), ..Chain::default() }.batch(op, items, &f).await
     }
 
     fn on_search_results(&self, hits: usize) {
-        histogram!(SEARCH_RESULTS).record(hits as f64);
+        histogram(&SEARCH_RESULTS_KEY).record(hits as f64);
     }
 
     fn on_get(&self, hits: usize, misses: usize) {
-        counter!(GET_TOTAL, "result" => "hit").increment(hits as u64);
-        counter!(GET_TOTAL, "result" => "miss").increment(misses as u64);
+        counter(&GET_HIT).increment(hits as u64);
+        counter(&GET_MISS).increment(misses as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys built at compile time are those the macros would build at run time.
+    #[test]
+    fn static_keys_match_the_operation_names() {
+        use Operation::*;
+        let ops = [
+            Validate,
+            Connect,
+            Ping,
+            Describe,
+            EnsureIndex,
+            Put,
+            Get,
+            Delete,
+            Search,
+            Find,
+            Count,
+            Scan,
+            Touch,
+            CompareAndSet,
+        ];
+        for op in ops {
+            let k = OpKeys::of(op).expect("every operation has static keys");
+            let label = |name: &str, outcome: Option<&'static str>| {
+                let mut labels = vec![metrics::Label::new("operation", op.as_str())];
+                if let Some(o) = outcome {
+                    labels.push(metrics::Label::new("outcome", o));
+                }
+                Key::from_parts(name.to_owned(), labels)
+            };
+            assert_eq!(k.in_flight, label(OPERATIONS_IN_FLIGHT, None), "{op:?}");
+            assert_eq!(k.batch_size, label(BATCH_SIZE, None), "{op:?}");
+            assert_eq!(k.ok, label(OPERATION_DURATION, Some("ok")), "{op:?}");
+            assert_eq!(k.error, label(OPERATION_DURATION, Some("error")), "{op:?}");
+            assert_eq!(k.rejected, label(OPERATION_DURATION, Some("rejected")), "{op:?}");
+        }
+        assert_eq!(GET_HIT, Key::from_parts(GET_TOTAL, vec![metrics::Label::new("result", "hit")]));
+        assert_eq!(
+            GET_MISS,
+            Key::from_parts(GET_TOTAL, vec![metrics::Label::new("result", "miss")])
+        );
+        assert_eq!(SEARCH_RESULTS_KEY, Key::from_name(SEARCH_RESULTS));
     }
 }

@@ -17,14 +17,22 @@
 //!
 //! Shared state (the breaker, the retry budget) lives in the policies, behind `Arc`s, so one
 //! breaker can guard several stacks.
+//!
+//! [`StackBuilder::build`] fuses the four policies into one layer: a call goes through one
+//! boxed future and one dynamic dispatch for the whole stack instead of one per layer, and a
+//! batch's items are lent down the stack (a [`Cow`]) rather than copied by every layer. On the
+//! common path (breaker closed, first attempt succeeds) the stack allocates nothing besides
+//! that one box; the retry layer keeps per-item state only once an attempt has failed.
 
 mod breaker;
 mod classify;
 pub mod metrics;
 mod retry;
+mod stack;
 mod stats;
 mod timeout;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,9 +48,11 @@ pub use retry::RetryPolicy;
 pub use stats::{OperationStats, OperationSummary};
 pub use timeout::TimeoutPolicy;
 
+use stack::Chain;
+
 use crate::backend::{
-    BackendInfo, BatchReport, IndexStatus, ScanCursor, ScanPage, SearchHit, StorageBackend,
-    Touched, VectorQuery,
+    BackendInfo, BatchReport, IndexStatus, ItemOutcome, ScanCursor, ScanPage, SearchHit,
+    StorageBackend, Touched, VectorQuery,
 };
 use crate::error::{Operation, StorageError};
 use crate::filter::Filter;
@@ -60,21 +70,25 @@ pub trait Policy: Send + Sync + fmt::Debug + 'static {
     ) -> impl Future<Output = Result<T, StorageError>> + Send + 'a
     where
         T: Send + 'a,
-        F: FnMut() -> Fut + Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
         Fut: Future<Output = Result<T, StorageError>> + Send + 'a;
 
     /// Runs a batch; `f` receives the items to send (all of them, or on a retry those that
     /// failed with a retryable error) and must report one outcome per item given.
+    ///
+    /// Items are borrowed from the caller where the backend only reads them (ids), and owned
+    /// where it consumes them (records); a policy that needs them again after `f` (retry)
+    /// keeps its own copy only of owned items.
     fn batch<'a, I, T, F, Fut>(
         &'a self,
         op: Operation,
-        items: Vec<I>,
+        items: Cow<'a, [I]>,
         f: F,
     ) -> impl Future<Output = BatchReport<T>> + Send + 'a
     where
         I: Clone + Send + Sync + 'a,
         T: Send + 'a,
-        F: FnMut(Vec<I>) -> Fut + Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
         Fut: Future<Output = BatchReport<T>> + Send + 'a;
 
     /// Told how many hits a search returned.
@@ -82,6 +96,67 @@ pub trait Policy: Send + Sync + fmt::Debug + 'static {
 
     /// Told how many reads by id hit and missed.
     fn on_get(&self, _hits: usize, _misses: usize) {}
+}
+
+/// The four policies in the documented order, each optional, applied as one policy: Metrics
+/// around Retry around Breaker around Timeout.
+///
+/// The same steps as the four layers wrapped one around the other, run by one [`Chain`].
+#[derive(Debug)]
+struct Stack {
+    metrics: Option<MetricsPolicy>,
+    retry: Option<RetryPolicy>,
+    breaker: Option<BreakerPolicy>,
+    timeout: Option<TimeoutPolicy>,
+}
+
+impl Stack {
+    fn chain(&self) -> Chain<'_> {
+        Chain {
+            metrics: self.metrics.as_ref(),
+            retry: self.retry.as_ref(),
+            breaker: self.breaker.as_ref(),
+            timeout: self.timeout.as_ref(),
+        }
+    }
+}
+
+impl Policy for Stack {
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
+    {
+        self.chain().call(op, &f).await
+    }
+
+    async fn batch<'a, I, T, F, Fut>(
+        &'a self,
+        op: Operation,
+        items: Cow<'a, [I]>,
+        f: F,
+    ) -> BatchReport<T>
+    where
+        I: Clone + Send + Sync + 'a,
+        T: Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = BatchReport<T>> + Send + 'a,
+    {
+        self.chain().batch(op, items, &f).await
+    }
+
+    fn on_search_results(&self, hits: usize) {
+        if let Some(m) = &self.metrics {
+            m.on_search_results(hits);
+        }
+    }
+
+    fn on_get(&self, hits: usize, misses: usize) {
+        if let Some(m) = &self.metrics {
+            m.on_get(hits, misses);
+        }
+    }
 }
 
 /// A backend wrapped by a policy.
@@ -116,7 +191,11 @@ impl<P: Policy> StorageBackend for Layer<P> {
     }
 
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()> {
-        self.policy.batch(Operation::Put, records, |r| self.inner.put_batch(r)).await
+        self.policy
+            .batch(Operation::Put, Cow::Owned(records), |r: Cow<'_, [Record]>| {
+                self.inner.put_batch(r.into_owned())
+            })
+            .await
     }
 
     async fn get_batch(
@@ -126,19 +205,25 @@ impl<P: Policy> StorageBackend for Layer<P> {
     ) -> BatchReport<Option<Record>> {
         let report = self
             .policy
-            .batch(Operation::Get, ids.to_vec(), |ids| async move {
+            .batch(Operation::Get, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
                 self.inner.get_batch(namespace, &ids).await
             })
             .await;
-        let hits = report.items.iter().filter(|o| matches!(o.ok(), Some(Some(_)))).count();
-        let misses = report.items.iter().filter(|o| matches!(o.ok(), Some(None))).count();
+        let (mut hits, mut misses) = (0, 0);
+        for o in &report.items {
+            match o {
+                ItemOutcome::Succeeded(Some(_)) => hits += 1,
+                ItemOutcome::Succeeded(None) => misses += 1,
+                _ => {}
+            }
+        }
         self.policy.on_get(hits, misses);
         report
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
         self.policy
-            .batch(Operation::Delete, ids.to_vec(), |ids| async move {
+            .batch(Operation::Delete, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
                 self.inner.delete_batch(namespace, &ids).await
             })
             .await
@@ -282,20 +367,59 @@ impl StackBuilder {
     }
 
     /// Wraps the backend: Timeout innermost, then Breaker, Retry, and Metrics outermost.
+    ///
+    /// The layers given are fused into one [`Layer`], which behaves as the same layers
+    /// wrapped one around the other but costs one boxed future per call instead of one per
+    /// layer. Without any layer the backend is returned as it is.
     pub fn build(self) -> Arc<dyn StorageBackend> {
-        let mut stack = self.backend;
-        if let Some(p) = self.timeout {
-            stack = Arc::new(Layer::new(p, stack));
+        let stack = Stack {
+            metrics: self.metrics,
+            retry: self.retry.map(RetryPolicy::new),
+            breaker: self.breaker.map(BreakerPolicy::new),
+            timeout: self.timeout,
+        };
+        if stack.metrics.is_none()
+            && stack.retry.is_none()
+            && stack.breaker.is_none()
+            && stack.timeout.is_none()
+        {
+            return self.backend;
         }
-        if let Some(b) = self.breaker {
-            stack = Arc::new(Layer::new(BreakerPolicy::new(b), stack));
-        }
-        if let Some(r) = self.retry {
-            stack = Arc::new(Layer::new(RetryPolicy::new(r), stack));
-        }
-        if let Some(m) = self.metrics {
-            stack = Arc::new(Layer::new(m, stack));
-        }
-        stack
+        Arc::new(Layer::new(stack, self.backend))
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use engram_resilience::{Retrier, RetryPolicy as Attempts};
+
+    use super::*;
+    use crate::ErrorKind;
+    use crate::testkit::conformance::record;
+    use crate::testkit::{Fault, FaultyBackend, suite_schema};
+
+    /// Layers wrapped one around the other by hand behave as the fused stack: a batch's
+    /// temporary failure is retried for the failed item only, under the timeout.
+    #[tokio::test(start_paused = true)]
+    async fn single_policy_layers_nest_as_before() {
+        let inner = Arc::new(crate::InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner));
+        let retrier = Retrier::new(
+            Attempts::new(engram_resilience::Backoff::fixed(Duration::from_millis(1)), 3)
+                .expect("policy"),
+        );
+        let timed: Arc<dyn StorageBackend> =
+            Arc::new(Layer::new(TimeoutPolicy::new(Duration::from_millis(50)), faulty.clone()));
+        let stack = Layer::new(RetryPolicy::new(Arc::new(retrier)), timed);
+        let ns = Namespace::new("nested").expect("ns");
+        faulty.script([Fault::FailItems(vec![None, Some(ErrorKind::Unavailable)]), Fault::Hang]);
+        let report =
+            stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+        assert!(report.items[0].ok().is_some(), "{:?}", report.items);
+        // The second attempt hangs: the timeout ends it, and the third succeeds.
+        assert!(report.items[1].ok().is_some(), "{:?}", report.items);
+        assert_eq!(faulty.batch_sizes(Operation::Put), [2, 1, 1]);
+        assert_eq!(stack.count(&ns).await.expect("count"), 2);
     }
 }

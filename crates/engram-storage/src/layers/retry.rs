@@ -1,13 +1,15 @@
 //! The retry layer: retries temporary failures within the policy and the retry budget.
 
+use std::borrow::Cow;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use engram_resilience::{
     ClassifyRetry, Operation as RetryOperation, Retrier, RetryClass, RetryError,
 };
 
 use super::Policy;
+use super::stack::Chain;
 use crate::backend::{BatchReport, ItemOutcome};
 use crate::error::{ErrorKind, Operation, StorageError};
 
@@ -27,9 +29,15 @@ impl RetryPolicy {
     pub fn new(retrier: Arc<Retrier>) -> Self {
         Self { retrier }
     }
+
+    /// The retrier.
+    pub fn retrier(&self) -> &Arc<Retrier> {
+        &self.retrier
+    }
 }
 
-fn operation(op: Operation) -> RetryOperation {
+/// The operation as the retrier sees it: its name and idempotency.
+pub(super) fn operation(op: Operation) -> RetryOperation {
     if op.is_idempotent() {
         RetryOperation::idempotent(op.as_str())
     } else {
@@ -37,110 +45,85 @@ fn operation(op: Operation) -> RetryOperation {
     }
 }
 
-fn finish(e: RetryError<StorageError>) -> StorageError {
+/// The error that ended the retry loop: persistent when it was retryable but retries ran
+/// out.
+pub(super) fn persist(e: RetryError<StorageError>) -> StorageError {
     let persistent = e.is_persistent();
     let error = e.into_error();
     if persistent { error.into_persistent() } else { error }
 }
 
+/// Whether an item's outcome calls for sending it again.
+pub(super) fn retryable<T>(rop: RetryOperation, outcome: &ItemOutcome<T>) -> bool {
+    match outcome {
+        ItemOutcome::Failed(e) => rop.may_retry(e.retry_class()),
+        ItemOutcome::NotAttempted => rop.may_retry(RetryClass::Temporary),
+        ItemOutcome::Succeeded(_) => false,
+    }
+}
+
+/// The error the retry loop sees for a retryable item.
+pub(super) fn retry_error<T>(op: Operation, outcome: &ItemOutcome<T>) -> StorageError {
+    match outcome {
+        ItemOutcome::Failed(e) => e.duplicate(),
+        _ => StorageError::new(ErrorKind::Unavailable, op, "items were not attempted"),
+    }
+}
+
+/// Merges the outcomes of the items at positions `idx` into `out`; returns the positions
+/// to send again and the error of the first of them.
+pub(super) fn merge<T>(
+    op: Operation,
+    rop: RetryOperation,
+    out: &mut [ItemOutcome<T>],
+    idx: &[usize],
+    report: BatchReport<T>,
+) -> (Vec<usize>, Option<StorageError>) {
+    let mut again = Vec::new();
+    let mut first = None;
+    for (&i, outcome) in idx.iter().zip(report.items) {
+        if retryable(rop, &outcome) {
+            again.push(i);
+            if first.is_none() {
+                first = Some(retry_error(op, &outcome));
+            }
+        }
+        out[i] = outcome;
+    }
+    (again, first)
+}
+
+/// A backend that answered for another number of items than it was given.
+pub(super) fn length_mismatch(op: Operation, got: usize, sent: usize) -> StorageError {
+    StorageError::new(
+        ErrorKind::Protocol,
+        op,
+        format!("the backend reported {got} outcomes for {sent} items"),
+    )
+}
+
 impl Policy for RetryPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, mut f: F) -> Result<T, StorageError>
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
     where
         T: Send + 'a,
-        F: FnMut() -> Fut + Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
         Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
     {
-        self.retrier.retry(operation(op), |_| f()).await.map_err(finish)
+        Chain { retry: Some(self), ..Chain::default() }.call(op, &f).await
     }
 
     async fn batch<'a, I, T, F, Fut>(
         &'a self,
         op: Operation,
-        items: Vec<I>,
-        mut f: F,
+        items: Cow<'a, [I]>,
+        f: F,
     ) -> BatchReport<T>
     where
         I: Clone + Send + Sync + 'a,
         T: Send + 'a,
-        F: FnMut(Vec<I>) -> Fut + Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
         Fut: Future<Output = BatchReport<T>> + Send + 'a,
     {
-        let rop = operation(op);
-        let n = items.len();
-        let outcomes: Mutex<Vec<ItemOutcome<T>>> =
-            Mutex::new((0..n).map(|_| ItemOutcome::NotAttempted).collect());
-        let pending: Mutex<Vec<usize>> = Mutex::new((0..n).collect());
-        let result = self
-            .retrier
-            .retry(rop, |_| {
-                let idx = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                let send: Vec<I> = idx.iter().map(|&i| items[i].clone()).collect();
-                let fut = f(send);
-                let (outcomes, pending) = (&outcomes, &pending);
-                async move {
-                    let report = fut.await;
-                    let mut retry_again = Vec::new();
-                    let mut first: Option<StorageError> = None;
-                    let mut out =
-                        outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if report.items.len() != idx.len() {
-                        let e = StorageError::new(
-                            ErrorKind::Protocol,
-                            op,
-                            format!(
-                                "the backend reported {} outcomes for {} items",
-                                report.items.len(),
-                                idx.len()
-                            ),
-                        );
-                        for &i in &idx {
-                            out[i] = ItemOutcome::Failed(e.duplicate());
-                        }
-                        return Err(e);
-                    }
-                    for (&i, outcome) in idx.iter().zip(report.items) {
-                        let retryable = match &outcome {
-                            ItemOutcome::Failed(e) => rop.may_retry(e.retry_class()),
-                            ItemOutcome::NotAttempted => rop.may_retry(RetryClass::Temporary),
-                            ItemOutcome::Succeeded(_) => false,
-                        };
-                        if retryable {
-                            retry_again.push(i);
-                            if first.is_none() {
-                                first = Some(match &outcome {
-                                    ItemOutcome::Failed(e) => e.duplicate(),
-                                    _ => StorageError::new(
-                                        ErrorKind::Unavailable,
-                                        op,
-                                        "items were not attempted",
-                                    ),
-                                });
-                            }
-                        }
-                        out[i] = outcome;
-                    }
-                    *pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        retry_again;
-                    match first {
-                        None => Ok(()),
-                        Some(e) => Err(e),
-                    }
-                }
-            })
-            .await;
-        let mut out = outcomes.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = result
-            && e.is_persistent()
-        {
-            let left = pending.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for i in left {
-                if let ItemOutcome::Failed(err) =
-                    std::mem::replace(&mut out[i], ItemOutcome::NotAttempted)
-                {
-                    out[i] = ItemOutcome::Failed(err.into_persistent());
-                }
-            }
-        }
-        BatchReport::new(out)
+        Chain { retry: Some(self), ..Chain::default() }.batch(op, items, &f).await
     }
 }

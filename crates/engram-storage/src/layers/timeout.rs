@@ -1,9 +1,13 @@
 //! The timeout layer: bounds each attempt.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::Policy;
+use super::stack::Chain;
 use crate::backend::BatchReport;
 use crate::error::{ErrorKind, Operation, StorageError};
 
@@ -33,7 +37,14 @@ impl TimeoutPolicy {
             .saturating_add(self.per_item.saturating_mul(u32::try_from(items).unwrap_or(u32::MAX)))
     }
 
-    fn elapsed(&self, op: Operation, items: usize) -> StorageError {
+    /// The deadline of an attempt of `items` items that started at `started`; `None` when it
+    /// is too far to represent (then, as with `tokio::time::timeout`, there is none).
+    pub(super) fn deadline(&self, started: Instant, items: usize) -> Option<Instant> {
+        started.checked_add(self.limit(items))
+    }
+
+    /// The error of an attempt of `items` items that did not answer in time.
+    pub(super) fn elapsed(&self, op: Operation, items: usize) -> StorageError {
         StorageError::new(
             ErrorKind::Timeout,
             op,
@@ -43,31 +54,27 @@ impl TimeoutPolicy {
 }
 
 impl Policy for TimeoutPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, mut f: F) -> Result<T, StorageError>
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
     where
         T: Send + 'a,
-        F: FnMut() -> Fut + Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
         Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
     {
-        tokio::time::timeout(self.limit(0), f()).await.unwrap_or_else(|_| Err(self.elapsed(op, 0)))
+        Chain { timeout: Some(self), ..Chain::default() }.call(op, &f).await
     }
 
     async fn batch<'a, I, T, F, Fut>(
         &'a self,
         op: Operation,
-        items: Vec<I>,
-        mut f: F,
+        items: Cow<'a, [I]>,
+        f: F,
     ) -> BatchReport<T>
     where
         I: Clone + Send + Sync + 'a,
         T: Send + 'a,
-        F: FnMut(Vec<I>) -> Fut + Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
         Fut: Future<Output = BatchReport<T>> + Send + 'a,
     {
-        let n = items.len();
-        match tokio::time::timeout(self.limit(n), f(items)).await {
-            Ok(report) => report,
-            Err(_) => BatchReport::all_failed(n, &self.elapsed(op, n)),
-        }
+        Chain { timeout: Some(self), ..Chain::default() }.batch(op, items, &f).await
     }
 }
