@@ -75,27 +75,5 @@ impl BreakerPolicy {
 }
 
 impl Policy for BreakerPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: Fn() -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
-    {
-        Chain { breaker: Some(self), ..Chain::default() }.call(op, &f).await
-    }
-
-    async fn batch<'a, I, T, F, Fut>(
-        &'a self,
-        op: Operation,
-        items: Cow<'a, [I]>,
-        f: F,
-    ) -> BatchReport<T>
-    where
-        I: Clone + Send + Sync + 'a,
-        T: Send + 'a,
-        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = BatchReport<T>> + Send + 'a,
-    {
-        Chain { breaker: Some(self), ..Chain::default() }.batch(op, items, &f).await
-    }
+    run_through_chain!(this => Chain { breaker: Some(this), ..Chain::default() });
 }

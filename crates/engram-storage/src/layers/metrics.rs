@@ -323,29 +323,7 @@ pub(super) fn batch_outcome<T>(op: Operation, report: &BatchReport<T>) -> Option
 }
 
 impl Policy for MetricsPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: Fn() -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
-    {
-        Chain { metrics: Some(self), ..Chain::default() }.call(op, &f).await
-    }
-
-    async fn batch<'a, I, T, F, Fut>(
-        &'a self,
-        op: Operation,
-        items: Cow<'a, [I]>,
-        f: F,
-    ) -> BatchReport<T>
-    where
-        I: Clone + Send + Sync + 'a,
-        T: Send + 'a,
-        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = BatchReport<T>> + Send + 'a,
-    {
-        Chain { metrics: Some(self), ..Chain::default() }.batch(op, items, &f).await
-    }
+    run_through_chain!(this => Chain { metrics: Some(this), ..Chain::default() });
 
     fn on_search_results(&self, hits: usize) {
         histogram(&SEARCH_RESULTS_KEY).record(hits as f64);

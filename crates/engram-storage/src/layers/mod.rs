@@ -24,6 +24,38 @@
 //! common path (breaker closed, first attempt succeeds) the stack allocates nothing besides
 //! that one box; the retry layer keeps per-item state only once an attempt has failed.
 
+/// The two running methods of a [`Policy`] whose calls go through a [`stack::Chain`]: `$this`
+/// names the policy in `$chain`, the chain to run (one policy alone, or the fused stack).
+macro_rules! run_through_chain {
+    ($this:ident => $chain:expr) => {
+        async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
+        where
+            T: Send + 'a,
+            F: Fn() -> Fut + Send + Sync + 'a,
+            Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
+        {
+            let $this = self;
+            $chain.call(op, &f).await
+        }
+
+        async fn batch<'a, I, T, F, Fut>(
+            &'a self,
+            op: Operation,
+            items: Cow<'a, [I]>,
+            f: F,
+        ) -> BatchReport<T>
+        where
+            I: Clone + Send + Sync + 'a,
+            T: Send + 'a,
+            F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
+            Fut: Future<Output = BatchReport<T>> + Send + 'a,
+        {
+            let $this = self;
+            $chain.batch(op, items, &f).await
+        }
+    };
+}
+
 mod breaker;
 mod classify;
 pub mod metrics;
@@ -122,29 +154,7 @@ impl Stack {
 }
 
 impl Policy for Stack {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: Fn() -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
-    {
-        self.chain().call(op, &f).await
-    }
-
-    async fn batch<'a, I, T, F, Fut>(
-        &'a self,
-        op: Operation,
-        items: Cow<'a, [I]>,
-        f: F,
-    ) -> BatchReport<T>
-    where
-        I: Clone + Send + Sync + 'a,
-        T: Send + 'a,
-        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = BatchReport<T>> + Send + 'a,
-    {
-        self.chain().batch(op, items, &f).await
-    }
+    run_through_chain!(this => this.chain());
 
     fn on_search_results(&self, hits: usize) {
         if let Some(m) = &self.metrics {

@@ -54,27 +54,5 @@ impl TimeoutPolicy {
 }
 
 impl Policy for TimeoutPolicy {
-    async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
-    where
-        T: Send + 'a,
-        F: Fn() -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
-    {
-        Chain { timeout: Some(self), ..Chain::default() }.call(op, &f).await
-    }
-
-    async fn batch<'a, I, T, F, Fut>(
-        &'a self,
-        op: Operation,
-        items: Cow<'a, [I]>,
-        f: F,
-    ) -> BatchReport<T>
-    where
-        I: Clone + Send + Sync + 'a,
-        T: Send + 'a,
-        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = BatchReport<T>> + Send + 'a,
-    {
-        Chain { timeout: Some(self), ..Chain::default() }.batch(op, items, &f).await
-    }
+    run_through_chain!(this => Chain { timeout: Some(this), ..Chain::default() });
 }
