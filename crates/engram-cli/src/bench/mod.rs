@@ -82,7 +82,14 @@ pub struct BenchArgs {
     /// Seed of generated data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Workloads to measure (comma-separated, from `ingest`, `get`, `knn`, `overhead`). The
+    /// indexes the others need are still loaded, once and unmeasured.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,get,knn,overhead")]
+    pub workloads: Vec<String>,
 }
+
+/// The workloads `--workloads` knows.
+const WORKLOADS: [&str; 4] = ["ingest", "get", "knn", "overhead"];
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +361,7 @@ impl Bench {
     }
 
     /// Ingests every entry into a fresh index per run; keeps the last run's index when `keep`.
+    /// Unless `measure`, loads the index once for the other workloads and records no figure.
     async fn ingest(
         &mut self,
         kind: &str,
@@ -361,13 +369,19 @@ impl Bench {
         text: bool,
         batch: usize,
         keep: bool,
+        measure: bool,
     ) -> CliResult<Option<(Arc<RedisBackend>, Arc<dyn StorageBackend>, IndexSchema)>> {
         let variant = format!("{kind}{}, batch {batch}", if text { " + TEXT content" } else { "" });
         let n = self.data.len();
         let mut runs = Vec::new();
         let mut kept = None;
-        for run in 0..self.runs {
-            self.status(format!("ingest {variant}: run {}/{}", run + 1, self.runs));
+        let total = if measure { self.runs } else { 1 };
+        for run in 0..total {
+            if measure {
+                self.status(format!("ingest {variant}: run {}/{}", run + 1, self.runs));
+            } else {
+                self.status(format!("loading the {kind} index (not measured)"));
+            }
             let s = schema(kind, algorithm, self.data.dim, text);
             let (raw, stack) = self.open(&s).await?;
             let records: Vec<Record> =
@@ -383,12 +397,15 @@ impl Bench {
                 rest = tail;
             }
             runs.push(n as f64 / started.elapsed().as_secs_f64());
-            if keep && run + 1 == self.runs {
+            if keep && run + 1 == total {
                 self.cleanup.push(raw.clone());
                 kept = Some((raw, stack, s));
             } else {
                 raw.drop_index(true).await.map_err(backend_err)?;
             }
+        }
+        if !measure {
+            return Ok(kept);
         }
         // The ceiling: the same HSETs through redis-cli --pipe into the same kind of index.
         let mut ceiling = Vec::new();
@@ -884,6 +901,12 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
     if a.concurrency == 0 || a.batch_sizes.contains(&0) {
         return Err(CliError::bad_input("--concurrency and --batch-sizes must be at least 1"));
     }
+    if let Some(w) = a.workloads.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+        return Err(CliError::bad_input(format!(
+            "unknown workload `{w}` in --workloads, expected some of {}",
+            WORKLOADS.join(", ")
+        )));
+    }
     let runs = a.runs.unwrap_or(if a.quick { 2 } else { 3 }).max(1);
     let data = match &a.dataset {
         Some(dir) => data::load(
@@ -929,23 +952,44 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
         cleanup: Vec::new(),
         raw_prefixes: Vec::new(),
     };
+    let want = |w: &str| a.workloads.iter().any(|x| x == w);
     let result = async {
         let batch = *a.batch_sizes.last().unwrap_or(&1000);
+        let ingest = want("ingest");
         let mut flat = None;
-        for &bs in &a.batch_sizes {
-            let kept = b.ingest("flat", Algorithm::Flat, true, bs, bs == batch).await?;
-            flat = flat.or(kept);
+        if ingest || want("get") {
+            for &bs in &a.batch_sizes {
+                if ingest || bs == batch {
+                    let kept =
+                        b.ingest("flat", Algorithm::Flat, true, bs, bs == batch, ingest).await?;
+                    flat = flat.or(kept);
+                }
+            }
         }
-        b.ingest("flat", Algorithm::Flat, false, batch, false).await?;
-        let hnsw_kept = b.ingest("hnsw", hnsw, false, batch, true).await?;
-        b.ingest_no_index()?;
-        if let Some((_, stack, s)) = &flat {
+        if ingest {
+            b.ingest("flat", Algorithm::Flat, false, batch, false, true).await?;
+        }
+        let hnsw_kept = if ingest || want("knn") || want("overhead") {
+            b.ingest("hnsw", hnsw, false, batch, true, ingest).await?
+        } else {
+            None
+        };
+        if ingest {
+            b.ingest_no_index()?;
+        }
+        if let Some((_, stack, s)) = &flat
+            && want("get")
+        {
             b.get_by_id(stack.clone(), &s.key_prefix, "FLAT index").await?;
         }
         if let Some((raw, stack, s)) = hnsw_kept {
-            b.knn(raw.clone(), stack.clone(), &s, &a.ef_sweep).await?;
-            let raw: Arc<dyn StorageBackend> = raw;
-            b.overhead(raw, stack).await?;
+            if want("knn") {
+                b.knn(raw.clone(), stack.clone(), &s, &a.ef_sweep).await?;
+            }
+            if want("overhead") {
+                let raw: Arc<dyn StorageBackend> = raw;
+                b.overhead(raw, stack).await?;
+            }
         }
         Ok::<_, CliError>(())
     }

@@ -109,12 +109,24 @@ pub async fn crud_round_trip(f: &Fixture) -> Result<()> {
     let got = b.get(&f.ns, &r.id).await.context("get after put")?;
     ensure!(got.as_ref() == Some(&r), "get returned {got:?}, expected the record as written");
 
-    let mut r2 = r.clone().with_version(2);
+    let mut r2 =
+        r.clone().with_version(2).with_expiry(Timestamp::now().plus(Duration::from_secs(3600)));
     r2.payload = vec![0, 159, 146, 150, 255];
     r2.fields.insert("kind".into(), FieldValue::Tags(vec!["a|b c".into(), "{x}".into()]));
+    r2.access.count = 3;
+    r2.access.last_access = Some(Timestamp(1_700_000_000_123));
     b.put(r2.clone()).await.context("overwrite")?;
     let got = b.get(&f.ns, &r.id).await.context("get after overwrite")?;
     ensure!(got.as_ref() == Some(&r2), "overwrite: got {got:?}");
+
+    // An overwrite replaces the whole record: the fields, vector, access time and expiry it
+    // does not set are gone, also from the index.
+    let r3 = Record::new(f.ns.clone(), r.id.clone(), b"bare".to_vec()).with_version(3);
+    b.put(r3.clone()).await.context("overwrite with less")?;
+    let got = b.get(&f.ns, &r.id).await.context("get after overwrite with less")?;
+    ensure!(got.as_ref() == Some(&r3), "overwrite with less: got {got:?}");
+    let found = b.find(&f.ns, &Filter::tag_eq("kind", "a|b c"), 10).await.context("find")?;
+    ensure!(found.is_empty(), "a dropped tag still finds the record: {found:?}");
 
     ensure!(
         b.delete(&f.ns, &r.id).await.context("delete")?,

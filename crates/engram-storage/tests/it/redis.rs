@@ -468,6 +468,46 @@ async fn a_partial_pipeline_failure_is_reported_per_item() {
 }
 
 #[tokio::test]
+async fn an_overwrite_leaves_no_old_field_and_no_old_expiry_on_the_server() {
+    with_backend(
+        "an_overwrite_leaves_no_old_field_and_no_old_expiry_on_the_server",
+        Default::default(),
+        |c| async move {
+            let mut full = record(&c.ns, "o", [1.0, 0.0, 0.0, 0.0])
+                .with_expiry(Timestamp::now().plus(Duration::from_secs(600)));
+            full.access.last_access = Some(Timestamp(1_700_000_000_000));
+            c.backend.put(full).await?;
+            let key = c.key(&c.ns, "o");
+            let pttl = c.raw("PTTL", vec![b(&key)]).await?.as_i64().context("PTTL")?;
+            ensure!(pttl > 590_000, "PTTL after the first put {pttl}");
+            // In one batch with others, so that the write goes through the pipelined path.
+            let bare = Record::new(c.ns.clone(), id("o"), b"bare".to_vec());
+            let report =
+                c.backend.put_batch(vec![record(&c.ns, "p", [1.0; 4]), bare.clone()]).await;
+            ensure!(report.all_succeeded(), "{:?}", report.items);
+            let names: Vec<String> = match c.raw("HKEYS", vec![b(&key)]).await? {
+                RawReply::Array(items) => {
+                    items.iter().filter_map(|v| v.as_text().map(str::to_owned)).collect()
+                }
+                other => anyhow::bail!("HKEYS gave {other:?}"),
+            };
+            for gone in ["kind", "score", "created", "body", "__vec", "__acc_t"] {
+                ensure!(
+                    !names.iter().any(|n| n == gone),
+                    "{gone} survived the overwrite: {names:?}"
+                );
+            }
+            let pttl = c.raw("PTTL", vec![b(&key)]).await?.as_i64();
+            ensure!(pttl == Some(-1), "the old expiry survived the overwrite: PTTL {pttl:?}");
+            ensure!(c.backend.get(&c.ns, &id("o")).await? == Some(bare), "get after overwrite");
+            ensure!(c.failures().await? == 0, "indexing failures");
+            Ok(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn scripts_are_reloaded_after_script_flush() {
     with_backend("scripts_are_reloaded_after_script_flush", Default::default(), |c| async move {
         c.backend.put(record(&c.ns, "s", [1.0, 0.0, 0.0, 0.0])).await?;
