@@ -143,6 +143,8 @@ pub enum QueryPlan {
     BruteForce,
     /// Ask the vector index for batches of `size` nearest records and filter each batch,
     /// until `k` pass (approximate, like the unfiltered search; fast when many records pass).
+    /// Unless the query sets [`VectorQuery::ef_runtime`], an HNSW index searches each batch
+    /// with the smaller of its `EF_RUNTIME` and `size`.
     Batches {
         /// Records per batch; at least `k` is used.
         size: u32,

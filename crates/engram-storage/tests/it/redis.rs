@@ -11,7 +11,9 @@ use anyhow::{Context, Result, ensure};
 use async_trait::async_trait;
 use engram_config::test_support::require_server;
 use engram_config::{RedisConfig, RedisUrl};
-use engram_storage::redis::{RawReply, RedisBackend, RedisBackendOptions, RedisConnection};
+use engram_storage::redis::{
+    DEFAULT_BATCH_SIZE, RawReply, RedisBackend, RedisBackendOptions, RedisConnection,
+};
 use engram_storage::testkit::conformance::record;
 use engram_storage::testkit::{BackendFactory, random_namespace, suite_schema};
 use engram_storage::{
@@ -635,17 +637,32 @@ async fn every_plan_finds_the_filtered_neighbours_and_auto_picks_by_size() {
                 ensure!(got == want, "{plan:?} over {n} records: {got:?}, want {want:?}");
                 let cmd = backend.search_command(&q).await?;
                 let text = String::from_utf8_lossy(&cmd[1]).into_owned();
-                let expected = match (plan, n) {
-                    (QueryPlan::Server, _) => "",
-                    (QueryPlan::BruteForce, _) | (QueryPlan::Auto, 6) => "HYBRID_POLICY ADHOC_BF",
-                    // At least k: a batch of 5 for k 5.
-                    (QueryPlan::Batches { .. }, _) => "HYBRID_POLICY BATCHES BATCH_SIZE 5 ",
+                // The plan, and the EF_RUNTIME sent (the index's is 50).
+                let (expected, ef) = match (plan, n) {
+                    (QueryPlan::Server, _) => (String::new(), Some(50)),
+                    (QueryPlan::BruteForce, _) | (QueryPlan::Auto, 6) => {
+                        ("HYBRID_POLICY ADHOC_BF".to_owned(), None)
+                    }
+                    // At least k: a batch of 5 for k 5, searched with an EF_RUNTIME of 5.
+                    (QueryPlan::Batches { .. }, _) => {
+                        ("HYBRID_POLICY BATCHES BATCH_SIZE 5 ".to_owned(), Some(5))
+                    }
                     // 18 of 60 pass: batches of the default size.
-                    (QueryPlan::Auto, 18) => "HYBRID_POLICY BATCHES BATCH_SIZE 100 ",
+                    (QueryPlan::Auto, 18) => (
+                        format!("HYBRID_POLICY BATCHES BATCH_SIZE {DEFAULT_BATCH_SIZE} "),
+                        Some(DEFAULT_BATCH_SIZE.min(50)),
+                    ),
                     // The whole index passes: the server's plan.
-                    (QueryPlan::Auto, _) => "",
+                    (QueryPlan::Auto, _) => (String::new(), Some(50)),
                 };
-                ensure!(text.contains(expected), "{plan:?} over {n} records sent {text}");
+                ensure!(text.contains(&expected), "{plan:?} over {n} records sent {text}");
+                let sent_ef = cmd
+                    .iter()
+                    .position(|a| a.as_slice() == b"EF")
+                    .and_then(|i| cmd.get(i + 1))
+                    .map(|v| String::from_utf8_lossy(v).parse::<u32>())
+                    .transpose()?;
+                ensure!(sent_ef == ef, "{plan:?} over {n} records sent EF_RUNTIME {sent_ef:?}");
                 ensure!(
                     !text.contains("__exp"),
                     "the first search leaves expiry to the client: {text}"
