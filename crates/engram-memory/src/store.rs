@@ -500,15 +500,12 @@ impl MemoryStore {
             let ids: Vec<RecordId> = records.iter().map(|r| r.id.clone()).collect();
             let report = self.inner.backend.put_batch(records).await;
             for ((i, id), outcome) in positions.into_iter().zip(ids).zip(report.items) {
-                results[i] = Some(match outcome {
-                    ItemOutcome::Succeeded(()) => Ok(id),
-                    ItemOutcome::Failed(e) => Err(e.into()),
-                    ItemOutcome::NotAttempted => Err(MemoryError::Storage(StorageError::new(
-                        ErrorKind::Unavailable,
-                        engram_storage::Operation::Put,
-                        "not attempted",
-                    ))),
-                });
+                results[i] = Some(
+                    outcome
+                        .into_result(engram_storage::Operation::Put)
+                        .map(|()| id)
+                        .map_err(MemoryError::from),
+                );
             }
         }
         // Followers come after their leader, whose result is final by now.
@@ -766,14 +763,9 @@ impl MemoryStore {
         let report = self.inner.backend.get_batch(&ns, &page.ids).await;
         let mut entries = Vec::with_capacity(page.ids.len());
         for outcome in report.items {
-            match outcome {
-                ItemOutcome::Succeeded(Some(r)) => entries.push(codec::from_record(r)?),
-                // Deleted or expired between the scan and the read.
-                ItemOutcome::Succeeded(None) => {}
-                ItemOutcome::Failed(e) => return Err(e.into()),
-                ItemOutcome::NotAttempted => {
-                    return Err(MemoryError::invalid("batch", "item not attempted"));
-                }
+            // None: deleted or expired between the scan and the read.
+            if let Some(r) = outcome.into_result(engram_storage::Operation::Get)? {
+                entries.push(codec::from_record(r)?);
             }
         }
         Ok(ListPage { entries, next: page.next.map(|c| c.0) })

@@ -46,6 +46,30 @@ impl<T> ItemOutcome<T> {
             _ => None,
         }
     }
+
+    /// The value, or the item's error; an item never attempted is an
+    /// [`ErrorKind::Unavailable`] error of `op` (the backend stopped before it).
+    ///
+    /// # Errors
+    /// The failure, or the one of not being attempted.
+    pub fn into_result(self, op: Operation) -> Result<T, StorageError> {
+        match self {
+            ItemOutcome::Succeeded(v) => Ok(v),
+            ItemOutcome::Failed(e) => Err(e),
+            ItemOutcome::NotAttempted => {
+                Err(StorageError::new(ErrorKind::Unavailable, op, "the item was not attempted"))
+            }
+        }
+    }
+
+    /// `f` of the value when the item succeeded; a failed or unattempted item stays so.
+    pub fn and_then<U>(self, f: impl FnOnce(T) -> ItemOutcome<U>) -> ItemOutcome<U> {
+        match self {
+            ItemOutcome::Succeeded(v) => f(v),
+            ItemOutcome::Failed(e) => ItemOutcome::Failed(e),
+            ItemOutcome::NotAttempted => ItemOutcome::NotAttempted,
+        }
+    }
 }
 
 /// Per-item results of a batch, in the order of the input.
@@ -111,13 +135,12 @@ impl<T> BatchReport<T> {
             .into_iter()
             .enumerate()
             .map(|(i, o)| match o {
-                ItemOutcome::Succeeded(v) => Ok(v),
-                ItemOutcome::Failed(e) => Err(e),
                 ItemOutcome::NotAttempted => Err(StorageError::new(
                     ErrorKind::Unavailable,
                     op,
                     format!("item {i} of the batch was not attempted"),
                 )),
+                o => o.into_result(op),
             })
             .collect()
     }

@@ -321,6 +321,15 @@ impl RedisBackend {
         )
     }
 
+    /// The index of a batch of `n` items, or the report failing every item when the batch is
+    /// too large or no index is ready.
+    fn batch_ready<T>(&self, op: Operation, n: usize) -> Result<Arc<Ready>, BatchReport<T>> {
+        check_batch_len(n)
+            .map_err(|e| e.for_operation(op))
+            .and_then(|()| self.ready(op))
+            .map_err(|e| BatchReport::all_failed(n, &e))
+    }
+
     async fn exec(
         &self,
         op: Operation,
@@ -957,12 +966,9 @@ impl StorageBackend for RedisBackend {
 
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()> {
         let op = Operation::Put;
-        if let Err(e) = check_batch_len(records.len()) {
-            return BatchReport::all_failed(records.len(), &e.for_operation(op));
-        }
-        let ready = match self.ready(op) {
+        let ready = match self.batch_ready(op, records.len()) {
             Ok(r) => r,
-            Err(e) => return BatchReport::all_failed(records.len(), &e),
+            Err(report) => return report,
         };
         let now = Timestamp::now();
         let mut items: Vec<ItemOutcome<()>> = Vec::with_capacity(records.len());
@@ -983,14 +989,13 @@ impl StorageBackend for RedisBackend {
             }
         }
         for (pos, o) in positions.into_iter().zip(self.run_script(&self.write, calls, op).await) {
-            items[pos] = match o {
-                ItemOutcome::Succeeded(v) if v.as_u64() == Some(1) => ItemOutcome::Succeeded(()),
-                ItemOutcome::Succeeded(_) => {
+            items[pos] = o.and_then(|v| {
+                if v.as_u64() == Some(1) {
+                    ItemOutcome::Succeeded(())
+                } else {
                     ItemOutcome::Failed(protocol(op, "the write script gave an unexpected reply"))
                 }
-                ItemOutcome::Failed(e) => ItemOutcome::Failed(e),
-                ItemOutcome::NotAttempted => ItemOutcome::NotAttempted,
-            };
+            });
         }
         BatchReport::new(items)
     }
@@ -1001,12 +1006,9 @@ impl StorageBackend for RedisBackend {
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
         let op = Operation::Get;
-        if let Err(e) = check_batch_len(ids.len()) {
-            return BatchReport::all_failed(ids.len(), &e.for_operation(op));
-        }
-        let ready = match self.ready(op) {
+        let ready = match self.batch_ready(op, ids.len()) {
             Ok(r) => r,
-            Err(e) => return BatchReport::all_failed(ids.len(), &e),
+            Err(report) => return report,
         };
         let commands =
             ids.iter().map(|id| ("HGETALL", vec![text(ready.codec.key(namespace, id))])).collect();
@@ -1015,8 +1017,8 @@ impl StorageBackend for RedisBackend {
         let items = ids
             .iter()
             .zip(outcomes)
-            .map(|(id, o)| match outcome(o, op) {
-                ItemOutcome::Succeeded(v) => {
+            .map(|(id, o)| {
+                outcome(o, op).and_then(|v| {
                     let decoded = field_pairs(v, op).and_then(|fields| {
                         if fields.is_empty() {
                             return Ok(None);
@@ -1030,9 +1032,7 @@ impl StorageBackend for RedisBackend {
                         Ok(r) => ItemOutcome::Succeeded(r),
                         Err(e) => ItemOutcome::Failed(e),
                     }
-                }
-                ItemOutcome::Failed(e) => ItemOutcome::Failed(e),
-                ItemOutcome::NotAttempted => ItemOutcome::NotAttempted,
+                })
             })
             .collect();
         BatchReport::new(items)
@@ -1040,12 +1040,9 @@ impl StorageBackend for RedisBackend {
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
         let op = Operation::Delete;
-        if let Err(e) = check_batch_len(ids.len()) {
-            return BatchReport::all_failed(ids.len(), &e.for_operation(op));
-        }
-        let ready = match self.ready(op) {
+        let ready = match self.batch_ready(op, ids.len()) {
             Ok(r) => r,
-            Err(e) => return BatchReport::all_failed(ids.len(), &e),
+            Err(report) => return report,
         };
         let commands =
             ids.iter().map(|id| ("DEL", vec![text(ready.codec.key(namespace, id))])).collect();
@@ -1053,13 +1050,11 @@ impl StorageBackend for RedisBackend {
             .pipelined(commands, true)
             .await
             .into_iter()
-            .map(|o| match outcome(o, op) {
-                ItemOutcome::Succeeded(v) => match v.as_u64() {
+            .map(|o| {
+                outcome(o, op).and_then(|v| match v.as_u64() {
                     Some(n) => ItemOutcome::Succeeded(n > 0),
                     None => ItemOutcome::Failed(protocol(op, "DEL did not return a count")),
-                },
-                ItemOutcome::Failed(e) => ItemOutcome::Failed(e),
-                ItemOutcome::NotAttempted => ItemOutcome::NotAttempted,
+                })
             })
             .collect();
         BatchReport::new(items)
