@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use engram_config::{Durability, RedisConfig};
 use fred::bytes::Bytes;
-use fred::prelude::{ClientLike, Error as FredError, Value};
+use fred::prelude::{ClientLike, Error as FredError, HashesInterface, Value};
 use fred::types::{ClusterHash, CustomCommand};
 
 use super::codec;
@@ -406,6 +406,31 @@ impl RedisBackend {
                     (None, Some(e)) if reply.is_ok() => Err(e.clone()),
                     (None, _) => reply,
                 }));
+            }
+        }
+        out
+    }
+
+    /// `HGETALL` of every key, as concurrent typed commands on one connection, in chunks of
+    /// `batch_chunk`; one outcome per key. When every command of a chunk fails (connection
+    /// lost, timeout), the later chunks are not attempted.
+    ///
+    /// Not a fred pipeline: fred writes (and flushes) a pipeline's commands one socket write
+    /// each, and flushes after every custom command. Typed commands queued together are
+    /// written together, so a batch, or gets of concurrent callers, share socket writes.
+    async fn hgetall_each(&self, keys: Vec<String>) -> Outcomes {
+        let n = keys.len();
+        let mut out: Outcomes = Vec::with_capacity(n);
+        let client = self.conn.pool().next();
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let chunk = keys.by_ref().take(self.options.batch_chunk).map(|k| client.hgetall(k));
+            let replies: Vec<Result<Value, FredError>> = futures::future::join_all(chunk).await;
+            let all_failed = replies.iter().all(Result::is_err);
+            out.extend(replies.into_iter().map(Some));
+            if all_failed {
+                out.extend((out.len()..n).map(|_| None));
+                break;
             }
         }
         out
@@ -1010,9 +1035,8 @@ impl StorageBackend for RedisBackend {
             Ok(r) => r,
             Err(report) => return report,
         };
-        let commands =
-            ids.iter().map(|id| ("HGETALL", vec![text(ready.codec.key(namespace, id))])).collect();
-        let outcomes = self.pipelined(commands, false).await;
+        let keys = ids.iter().map(|id| ready.codec.key(namespace, id)).collect();
+        let outcomes = self.hgetall_each(keys).await;
         let now = Timestamp::now();
         let items = ids
             .iter()
