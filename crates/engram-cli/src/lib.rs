@@ -79,6 +79,24 @@ pub fn print_error(json: bool, e: &CliError) -> u8 {
     e.kind.code()
 }
 
+/// Worker threads of the CLI's runtime unless `TOKIO_WORKER_THREADS` says otherwise.
+///
+/// One: the CLI waits on the server far more than it computes, and a second worker mostly adds
+/// wake-ups across threads. Measured with `engram bench` on 2 cores shared with the server,
+/// get by id with 16 callers ran at 91.5k/s with one worker and 67.5k/s with two (see
+/// docs/performance.md).
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// The CLI's runtime: multi-threaded (blocking work has its own pool), with
+/// [`DEFAULT_WORKER_THREADS`] workers unless `TOKIO_WORKER_THREADS` is set, which tokio reads.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(DEFAULT_WORKER_THREADS);
+    }
+    builder.enable_all().build()
+}
+
 /// Parses `args` (program name first), runs the command on a new tokio runtime, prints, and
 /// returns the exit code.
 pub fn main_with_args<I, T>(args: I) -> u8
@@ -95,7 +113,7 @@ where
         }
     };
     let ctx = Context { config_path: cli.config.clone(), json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             return print_error(cli.json, &CliError::other(format!("cannot start tokio: {e}")));

@@ -1015,6 +1015,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
         .map(|f| format!("{} {}", f.workload, f.variant))
         .collect();
     let command: Vec<String> = std::env::args().collect();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let json = json!({
         "command": command.join(" "),
         "configuration": {
@@ -1024,6 +1025,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
             "dimension": b.data.dim,
             "runs": runs,
             "concurrency": a.concurrency,
+            "runtime_workers": workers,
             "batch_sizes": a.batch_sizes,
             "index": {"m": config.index.m, "ef_construction": config.index.ef_construction, "ef_runtime": config.index.ef_runtime},
             "redis_url": config.redis.url.to_string(),
@@ -1035,7 +1037,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
         "seconds": started.elapsed().as_secs_f64(),
     });
     let mut text = format!(
-        "engram bench: {} entries x {} ({}), {} queries, {runs} runs per figure, {} callers, {:.0} s\n\n{}",
+        "engram bench: {} entries x {} ({}), {} queries, {runs} runs per figure, {} callers, {workers} runtime worker(s), {:.0} s\n\n{}",
         b.data.len(),
         b.data.dim,
         b.data.source,
