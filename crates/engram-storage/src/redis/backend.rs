@@ -57,8 +57,9 @@ pub enum OnTimeoutPolicy {
 /// Settings of a [`RedisBackend`] beyond the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisBackendOptions {
-    /// Records (or ids) per pipeline of a batch; each pipeline is one round trip under one
-    /// command timeout. Default: [`DEFAULT_WRITE_CHUNK`].
+    /// Records (or ids) sent together in a batch: writes and deletes as one pipeline (one round
+    /// trip under one command timeout), reads as that many concurrent `HGETALL`s. Default:
+    /// [`DEFAULT_WRITE_CHUNK`].
     pub batch_chunk: usize,
     /// Server-side time limit of one search or count (`FT.SEARCH ... TIMEOUT`), or `None` for
     /// the server's `TIMEOUT` setting (500 ms unless changed). Default: `None`.
@@ -141,6 +142,8 @@ struct Ready {
 ///   replaced as a whole and the expiry set in the same step, so a reader never sees half a
 ///   record and a retried write is idempotent. Batches are pipelined in chunks of
 ///   [`RedisBackendOptions::batch_chunk`] with one result per record.
+/// - Reads by id: typed `HGETALL`s, a chunk's all queued at once so that fred writes them
+///   together (a pipeline would cost one socket write per command).
 /// - Durability: with `redis.durability = "waitaof"` every write pipeline (puts,
 ///   compare-and-set, deletes, touches) ends with `WAITAOF 1 0 <durability_timeout>` on the
 ///   same connection; its writes are reported written only when the server confirms the
@@ -348,12 +351,12 @@ impl RedisBackend {
     /// others. When a whole chunk fails (connection lost, timeout), its commands get that
     /// error and the later chunks are not attempted.
     ///
-    /// `writes` marks commands that change data: under [`Durability::WaitAof`] each chunk then
-    /// ends with `WAITAOF 1 0 <timeout>` on the same connection, and the chunk's successful
-    /// replies become timeouts unless the server confirms the local fsync.
-    async fn pipelined(&self, commands: Vec<(&'static str, Vec<Value>)>, writes: bool) -> Outcomes {
+    /// For writes (reads go through [`Self::hgetall_each`]): under [`Durability::WaitAof`] each
+    /// chunk ends with `WAITAOF 1 0 <timeout>` on the same connection, and the chunk's
+    /// successful replies become timeouts unless the server confirms the local fsync.
+    async fn pipelined(&self, commands: Vec<(&'static str, Vec<Value>)>) -> Outcomes {
         let (durability, wait) = self.conn.durability();
-        let wait_aof = writes && durability == Durability::WaitAof;
+        let wait_aof = durability == Durability::WaitAof;
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let n = commands.len();
         let mut out: Outcomes = Vec::with_capacity(n);
@@ -468,8 +471,7 @@ impl RedisBackend {
             args.extend(argv.iter().cloned());
             ("EVALSHA", args)
         };
-        let outcomes =
-            self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect(), true).await;
+        let outcomes = self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect()).await;
         let retry: Vec<usize> = outcomes
             .iter()
             .enumerate()
@@ -483,7 +485,6 @@ impl RedisBackend {
                     let again = self
                         .pipelined(
                             retry.iter().map(|&i| build(&sha, &calls[i].0, &calls[i].1)).collect(),
-                            true,
                         )
                         .await;
                     for (i, o) in retry.into_iter().zip(again) {
@@ -1071,7 +1072,7 @@ impl StorageBackend for RedisBackend {
         let commands =
             ids.iter().map(|id| ("DEL", vec![text(ready.codec.key(namespace, id))])).collect();
         let items = self
-            .pipelined(commands, true)
+            .pipelined(commands)
             .await
             .into_iter()
             .map(|o| {
