@@ -30,6 +30,9 @@ const ENGRAM_COMMANDS: &[&str] = &[
     "+select",
     "+evalsha",
     "+script|load",
+    "+multi",
+    "+exec",
+    "+hdel",
     "+type",
     "+hget",
     "+hset",
@@ -211,7 +214,8 @@ async fn a_user_without_write_permission_gets_permission_denied_and_stores_nothi
         other => anyhow::bail!("expected one failure, found {} outcomes", other.len()),
     };
     ensure!(kind == ErrorKind::PermissionDenied, "expected permission denied, found {kind}");
-    let e = reader.compare_and_set(record, None).await.expect_err("a write without permission");
+    let e =
+        reader.compare_and_set(record.clone(), None).await.expect_err("a write without permission");
     ensure!(e.kind() == ErrorKind::PermissionDenied, "expected permission denied, found {e}");
     let deleted = reader.delete_batch(&ns, &[RecordId::new("r1")?]).await;
     ensure!(
@@ -223,8 +227,53 @@ async fn a_user_without_write_permission_gets_permission_denied_and_stores_nothi
     ensure!(stored.is_empty(), "a refused write stored {stored:?}");
     // Reads still work.
     ensure!(reader.get_batch(&ns, &[RecordId::new("r1")?]).await.items.len() == 1, "reads failed");
+    // A user who may write hashes but not run transactions: its MULTI would be refused and
+    // the commands after it would run one by one, so batch writes are refused unsent.
+    let half_password = format!("half-{}", random_token());
+    let half_pass = format!(">{half_password}");
+    admin.ok(&[
+        "ACL",
+        "SETUSER",
+        "half",
+        "reset",
+        "on",
+        &half_pass,
+        &keys,
+        "resetchannels",
+        "-@all",
+        "+@connection",
+        "+info",
+        "+module|list",
+        "+select",
+        "+script|load",
+        "+hgetall",
+        "+scan",
+        "+ft.info",
+        "+ft.search",
+        "+ft.aggregate",
+        "+ft.config|get",
+        "+hset",
+        "+hdel",
+        "+persist",
+        "+pexpireat",
+    ])?;
+    let half = RedisBackend::connect(
+        &user_config(s, "half", &half_password),
+        RedisBackendOptions { on_timeout: OnTimeoutPolicy::RequireFail, ..Default::default() },
+    )
+    .await?;
+    half.ensure_index(&schema).await?;
+    let report = half.put_batch(vec![record.clone()]).await;
+    ensure!(
+        matches!(&report.items[..], [ItemOutcome::Failed(e)]
+            if e.kind() == ErrorKind::PermissionDenied && e.message().contains("MULTI")),
+        "a write without MULTI was not refused: {:?}",
+        report.items
+    );
+    let stored = admin.keys(&format!("{}{ns}:*", schema.key_prefix))?;
+    ensure!(stored.is_empty(), "a write without MULTI stored {stored:?}");
     let _ = admin.cmd(&["FT.DROPINDEX", &schema.name, "DD"])?;
     let _ = &s.admin_password;
-    figure("acl_no_write", "refused_writes", 3, "operations");
+    figure("acl_no_write", "refused_writes", 4, "operations");
     Ok(())
 }

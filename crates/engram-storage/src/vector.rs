@@ -54,7 +54,11 @@ pub fn distance(metric: DistanceMetric, a: &[f32], b: &[f32]) -> f32 {
 
 /// Encodes a vector as FLOAT32 little-endian bytes, the layout RediSearch reads.
 pub fn to_le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
 }
 
 /// Decodes FLOAT32 little-endian bytes; `None` when the length is not a multiple of 4.

@@ -2,14 +2,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use engram_config::{Durability, RedisConfig};
 use fred::bytes::Bytes;
-use fred::prelude::{ClientLike, Error as FredError, HashesInterface, Value};
+use fred::clients::{Client, Pipeline};
+use fred::prelude::{ClientLike, Error as FredError, HashesInterface, KeysInterface, Value};
 use fred::types::{ClusterHash, CustomCommand};
+use futures::StreamExt;
 
 use super::codec;
 use super::index::{self, Info};
@@ -31,12 +35,14 @@ use crate::vector;
 
 /// Default number of records (or ids) per pipeline of a batch.
 ///
-/// Measured with `examples/redis_bench.rs` (50k entries × 384 dimensions, FLAT index, one
-/// caller, Redis Stack 7.4.1 on 2 cores): 64 per pipeline gave 32.8k entries/s, 256 gave
-/// 40.7k, 1,024 gave 35.6k. A pipeline also shares one command timeout, so a chunk must stay
-/// well inside it when the server inserts into an HNSW graph at about 2,000 records/s:
-/// 256 records take about 0.13 s there, 1,024 would take half a second.
-pub const DEFAULT_WRITE_CHUNK: usize = 256;
+/// `CHUNKS_IN_FLIGHT` (4) chunks of a batch are in flight at once, so the server always has the
+/// next chunk while the client reads the replies of one and encodes another. Measured with
+/// 20k entries of the bench dataset (FLAT index, batches of 1,000, one caller, one runtime
+/// worker, Redis Stack 7.4.1 on 2 cores): 256 × 2 in flight gave 58k entries/s, 128 × 2 59-61k,
+/// 64 × 4 62-65k (smaller chunks shorten the start and end of a batch, when only one side
+/// works). A pipeline also shares one command timeout: 64 records take an HNSW graph at about
+/// 2,000 records/s some 32 ms.
+pub const DEFAULT_WRITE_CHUNK: usize = 64;
 
 /// What [`RedisBackend::ensure_index`](StorageBackend::ensure_index) does about RediSearch's
 /// `ON_TIMEOUT` policy.
@@ -131,6 +137,9 @@ impl Default for RedisBackendOptions {
 struct Ready {
     schema: IndexSchema,
     codec: KeyCodec,
+    /// Why this connection may not run `MULTI`/`EXEC` (an ACL without them), found by
+    /// `ensure_index`: batch writes then fail with it before anything is sent.
+    no_transactions: Option<StorageError>,
 }
 
 /// Records in one RediSearch index of a Redis Stack server.
@@ -138,10 +147,15 @@ struct Ready {
 /// One instance serves one index: [`StorageBackend::ensure_index`] creates or checks it and
 /// remembers the schema; other operations before it fail with [`ErrorKind::IndexMissing`].
 ///
-/// - Writes: one Lua script per record ([`scripts::WRITE`]), atomic on its key: the old hash is
-///   replaced as a whole and the expiry set in the same step, so a reader never sees half a
-///   record and a retried write is idempotent. Batches are pipelined in chunks of
-///   [`RedisBackendOptions::batch_chunk`] with one result per record.
+/// - Writes: transactions of typed commands (`MULTI`, per record `HSET` of every field,
+///   `HDEL` of the fields an older version may have left, `PEXPIREAT` or `PERSIST`, `EXEC`;
+///   `RECORDS_PER_TRANSACTION` (16) records each), so the record and its expiry change in one
+///   step: a reader never sees half a record, a cut connection leaves the old one, and a
+///   retried write is idempotent. A key of another type is not overwritten (`WRONGTYPE`, that
+///   record's error; its expiry is still set). Compare-and-set is a Lua script
+///   ([`scripts::WRITE`]). Batches are pipelined in chunks of
+///   [`RedisBackendOptions::batch_chunk`], `CHUNKS_IN_FLIGHT` at a time, with one result per
+///   record.
 /// - Reads by id: typed `HGETALL`s, a chunk's all queued at once so that fred writes them
 ///   together (a pipeline would cost one socket write per command).
 /// - Durability: with `redis.durability = "waitaof"` every write pipeline (puts,
@@ -234,8 +248,65 @@ fn field_pairs(v: Value, op: Operation) -> Result<Vec<(String, Vec<u8>)>, Storag
     Ok(out)
 }
 
-/// One outcome per pipelined command: the reply, the error, or `None` when not attempted.
+/// One outcome per pipelined item: the reply, the error, or `None` when not attempted.
 type Outcomes = Vec<Option<Result<Value, FredError>>>;
+
+/// Chunks of a batch in flight at once (see `RedisBackend::in_chunks` and
+/// [`DEFAULT_WRITE_CHUNK`]).
+///
+/// With one, the server waited while the client encoded the next chunk and the client
+/// waited for the server's replies: FLAT ingest, where the two take about as long per record,
+/// ran at the sum of both times (32k entries/s of the 50k dataset, 47k with two in flight).
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// A command of a pipelined batch.
+///
+/// Typed commands are written by fred without a flush of their own when more commands wait
+/// behind them; fred flushes the socket after every custom command (and every script), so a
+/// batch uses typed commands where it can.
+enum Cmd {
+    /// A command by name, routed by its first key (`EVALSHA` by its key argument).
+    Custom(&'static str, Vec<Value>),
+    /// `MULTI` or `EXEC`, routed to the slot of the transaction's key.
+    Transaction(&'static str, u16),
+    /// `HSET key field value ...`.
+    Hset(String, Vec<(String, Value)>),
+    /// `HDEL key field ...`.
+    Hdel(String, Vec<String>),
+    /// `PEXPIREAT key ms`.
+    PexpireAt(String, i64),
+    /// `PERSIST key`.
+    Persist(String),
+}
+
+impl Cmd {
+    /// The key of a typed command.
+    fn key(&self) -> Option<&str> {
+        match self {
+            Self::Custom(..) | Self::Transaction(..) => None,
+            Self::Hset(key, _)
+            | Self::Hdel(key, _)
+            | Self::PexpireAt(key, _)
+            | Self::Persist(key) => Some(key),
+        }
+    }
+
+    /// Queues the command on a pipeline; the error when it could not be queued.
+    async fn queue(self, p: &Pipeline<Client>) -> Option<FredError> {
+        match self {
+            Self::Custom(name, args) => p.custom::<Value, _>(command(name), args).await,
+            Self::Transaction(name, slot) => {
+                let c = CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+                p.custom::<Value, _>(c, Vec::<Value>::new()).await
+            }
+            Self::Hset(key, fields) => p.hset::<Value, _, _>(key, fields).await,
+            Self::Hdel(key, fields) => p.hdel::<Value, _, _>(key, fields).await,
+            Self::PexpireAt(key, at) => p.pexpire_at::<Value, _>(key, at, None).await,
+            Self::Persist(key) => p.persist::<Value, _>(key).await,
+        }
+        .err()
+    }
+}
 
 impl RedisBackend {
     /// Connects (see [`RedisConnection::connect`]) and makes a backend on that connection.
@@ -346,28 +417,75 @@ impl RedisBackend {
         self.conn.pool().next().custom(command(name), args).await
     }
 
-    /// Sends commands in pipelines of `batch_chunk`, a new pipeline per chunk, and collects
-    /// one outcome per command with `try_all`, so that one failing command does not hide the
-    /// others. When a whole chunk fails (connection lost, timeout), its commands get that
-    /// error and the later chunks are not attempted.
+    /// Sends `items` in chunks of `per_chunk`, each chunk through `send`, with up to
+    /// [`CHUNKS_IN_FLIGHT`] chunks in flight so that the next chunk is encoded and written
+    /// while the server works through the one before. One outcome per item. When a chunk
+    /// fails whole (`send` gave an error: connection lost, timeout), its items get that error
+    /// and the chunks not started yet are not attempted; a chunk already in flight still
+    /// reports what happened to it.
+    async fn in_chunks<T, F, Fut>(&self, items: Vec<T>, per_chunk: usize, send: F) -> Outcomes
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Vec<Result<Value, FredError>>, FredError>>,
+    {
+        let n = items.len();
+        let per_chunk = per_chunk.max(1);
+        let mut chunks = Vec::with_capacity(n.div_ceil(per_chunk));
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            chunks.push(items.by_ref().take(per_chunk).collect::<Vec<_>>());
+        }
+        let stop = AtomicBool::new(false);
+        let mut replies = futures::stream::iter(chunks)
+            .map(|chunk| {
+                let len = chunk.len();
+                let sent = (!stop.load(Ordering::Relaxed)).then(|| send(chunk));
+                async move {
+                    match sent {
+                        Some(f) => (len, Some(f.await)),
+                        None => (len, None),
+                    }
+                }
+            })
+            .buffered(CHUNKS_IN_FLIGHT);
+        let mut out: Outcomes = Vec::with_capacity(n);
+        while let Some((len, chunk)) = replies.next().await {
+            match chunk {
+                Some(Ok(r)) if r.len() == len => out.extend(r.into_iter().map(Some)),
+                Some(r) => {
+                    stop.store(true, Ordering::Relaxed);
+                    let error = r.err().unwrap_or_else(|| {
+                        FredError::new(fred::error::ErrorKind::Protocol, "pipeline reply count")
+                    });
+                    out.extend((0..len).map(|_| Some(Err(error.clone()))));
+                }
+                None => out.extend((0..len).map(|_| None)),
+            }
+        }
+        out
+    }
+
+    /// Sends items of one or more commands each ([`Cmd`]) in pipelines of `per_chunk` items
+    /// (see [`Self::in_chunks`]), collecting replies with `try_all` so that one failing command does
+    /// not hide the others. An item's outcome is its first error, else its last reply (the
+    /// `EXEC` of a transaction).
     ///
     /// For writes (reads go through [`Self::hgetall_each`]): under [`Durability::WaitAof`] each
     /// chunk ends with `WAITAOF 1 0 <timeout>` on the same connection, and the chunk's
     /// successful replies become timeouts unless the server confirms the local fsync.
-    async fn pipelined(&self, commands: Vec<(&'static str, Vec<Value>)>) -> Outcomes {
+    async fn pipelined(&self, items: Vec<Vec<Cmd>>, per_chunk: usize) -> Outcomes {
         let (durability, wait) = self.conn.durability();
         let wait_aof = durability == Durability::WaitAof;
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let n = commands.len();
-        let mut out: Outcomes = Vec::with_capacity(n);
-        let mut commands = commands.into_iter().peekable();
-        while commands.peek().is_some() {
-            let chunk: Vec<_> = commands.by_ref().take(self.options.batch_chunk).collect();
-            let len = chunk.len();
+        self.in_chunks(items, per_chunk, |chunk| async move {
             let pipeline = self.conn.pool().next().pipeline();
-            let mut queued = Vec::with_capacity(len);
-            for (name, args) in chunk {
-                queued.push(pipeline.custom::<Value, _>(command(name), args).await.err());
+            let mut sizes = Vec::with_capacity(chunk.len());
+            let mut queued = Vec::new();
+            for item in chunk {
+                sizes.push(item.len());
+                for cmd in item {
+                    queued.push(cmd.queue(&pipeline).await);
+                }
             }
             if wait_aof {
                 let args = vec![text("1"), text("0"), text(wait_ms.to_string())];
@@ -375,7 +493,7 @@ impl RedisBackend {
                 let _ = pipeline.custom::<Value, _>(command("WAITAOF"), args).await;
             }
             let mut replies = pipeline.try_all::<Value>().await;
-            let unconfirmed = if wait_aof && replies.len() == len + 1 {
+            let unconfirmed = if wait_aof && replies.len() == queued.len() + 1 {
                 match replies.pop() {
                     Some(Ok(Value::Array(counts)))
                         if counts.first().and_then(Value::as_i64).is_some_and(|n| n >= 1) =>
@@ -393,50 +511,100 @@ impl RedisBackend {
             } else {
                 None
             };
-            if replies.len() != len || len == 0 {
-                // The pipeline failed as a whole: every command of the chunk shares the error.
-                let error = replies.pop().and_then(Result::err).unwrap_or_else(|| {
+            if replies.len() != queued.len() || queued.is_empty() {
+                // The pipeline failed as a whole.
+                return Err(replies.pop().and_then(Result::err).unwrap_or_else(|| {
                     FredError::new(fred::error::ErrorKind::Protocol, "pipeline reply count")
-                });
-                out.extend((0..len).map(|_| Some(Err(error.clone()))));
-                out.extend((out.len()..n).map(|_| None));
-                return out;
-            }
-            // A command that could not be queued has no reply of its own.
-            for (reply, queue_error) in replies.into_iter().zip(queued) {
-                out.push(Some(match (queue_error, &unconfirmed) {
-                    (Some(e), _) => Err(e),
-                    (None, Some(e)) if reply.is_ok() => Err(e.clone()),
-                    (None, _) => reply,
                 }));
             }
-        }
-        out
+            // A command that could not be queued has no reply of its own.
+            let mut replies = replies.into_iter().zip(queued).map(|(reply, queue_error)| {
+                match queue_error {
+                    Some(e) => Err(e),
+                    None => reply,
+                }
+            });
+            Ok(sizes
+                .into_iter()
+                .map(|size| {
+                    let mut item: Result<Value, FredError> = Ok(Value::Null);
+                    for reply in replies.by_ref().take(size) {
+                        if item.is_ok() {
+                            item = reply;
+                        }
+                    }
+                    match (item, &unconfirmed) {
+                        (Ok(_), Some(e)) => Err(e.clone()),
+                        (item, _) => item,
+                    }
+                })
+                .collect())
+        })
+        .await
     }
 
-    /// `HGETALL` of every key, as concurrent typed commands on one connection, in chunks of
-    /// `batch_chunk`; one outcome per key. When every command of a chunk fails (connection
-    /// lost, timeout), the later chunks are not attempted.
-    ///
-    /// Not a fred pipeline: fred writes (and flushes) a pipeline's commands one socket write
-    /// each, and flushes after every custom command. Typed commands queued together are
-    /// written together, so a batch, or gets of concurrent callers, share socket writes.
+    /// `HGETALL` of every key, as concurrent typed commands on one connection, in chunks (see
+    /// [`Self::in_chunks`]); a chunk whose every read failed counts as failed whole.
     async fn hgetall_each(&self, keys: Vec<String>) -> Outcomes {
-        let n = keys.len();
-        let mut out: Outcomes = Vec::with_capacity(n);
         let client = self.conn.pool().next();
-        let mut keys = keys.into_iter().peekable();
-        while keys.peek().is_some() {
-            let chunk = keys.by_ref().take(self.options.batch_chunk).map(|k| client.hgetall(k));
-            let replies: Vec<Result<Value, FredError>> = futures::future::join_all(chunk).await;
-            let all_failed = replies.iter().all(Result::is_err);
-            out.extend(replies.into_iter().map(Some));
-            if all_failed {
-                out.extend((out.len()..n).map(|_| None));
-                break;
+        self.in_chunks(keys, self.options.batch_chunk, |chunk| async move {
+            let replies: Vec<Result<Value, FredError>> =
+                futures::future::join_all(chunk.into_iter().map(|k| client.hgetall(k))).await;
+            match replies.iter().find_map(|r| r.as_ref().err()) {
+                Some(e) if replies.iter().all(Result::is_err) => Err(e.clone()),
+                _ => Ok(replies),
             }
+        })
+        .await
+    }
+
+    /// Runs an empty `MULTI`/`EXEC`. Batch writes are transactions, and a connection whose
+    /// `MULTI` is refused would run a transaction's commands one by one: when the server
+    /// refuses either command (an ACL without them), the error is kept and batch writes fail
+    /// with it unsent. Other errors (the server gone) are returned.
+    async fn check_transactions(
+        &self,
+        op: Operation,
+    ) -> Result<Option<StorageError>, StorageError> {
+        let client = self.conn.pool().next();
+        let pipeline = client.pipeline();
+        for name in ["MULTI", "EXEC"] {
+            let c = CustomCommand::new_static(name, ClusterHash::Random, false);
+            let _ = pipeline.custom::<Value, _>(c, Vec::<Value>::new()).await;
         }
-        out
+        let replies = pipeline.try_all::<Value>().await;
+        match &replies[..] {
+            [Ok(_), Ok(_)] => Ok(None),
+            [multi, exec] => {
+                if multi.is_ok() {
+                    // Leave no connection inside a transaction.
+                    let c = CustomCommand::new_static("DISCARD", ClusterHash::Random, false);
+                    let _ = client.custom::<Value, _>(c, Vec::<Value>::new()).await;
+                }
+                let e = multi.as_ref().err().or(exec.as_ref().err()).cloned();
+                let e = classify(
+                    op,
+                    e.unwrap_or_else(|| {
+                        FredError::new(fred::error::ErrorKind::Protocol, "MULTI/EXEC")
+                    }),
+                );
+                match e.kind() {
+                    ErrorKind::PermissionDenied | ErrorKind::Unexpected => {
+                        Ok(Some(StorageError::new(
+                            e.kind(),
+                            Operation::Put,
+                            format!(
+                                "batch writes need MULTI and EXEC, which the server refused: {}",
+                                e.message()
+                            ),
+                        )))
+                    }
+                    _ => Err(e),
+                }
+            }
+            [.., Err(e)] => Err(classify(op, e.clone())),
+            _ => Err(protocol(op, "MULTI/EXEC gave no replies")),
+        }
     }
 
     async fn load_script(&self, script: &Script, op: Operation) -> Result<String, StorageError> {
@@ -469,9 +637,11 @@ impl RedisBackend {
             let mut args = Vec::with_capacity(argv.len() + 3);
             args.extend([text(sha), text("1"), text(key)]);
             args.extend(argv.iter().cloned());
-            ("EVALSHA", args)
+            vec![Cmd::Custom("EVALSHA", args)]
         };
-        let outcomes = self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect()).await;
+        let chunk = self.options.batch_chunk;
+        let outcomes =
+            self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect(), chunk).await;
         let retry: Vec<usize> = outcomes
             .iter()
             .enumerate()
@@ -485,6 +655,7 @@ impl RedisBackend {
                     let again = self
                         .pipelined(
                             retry.iter().map(|&i| build(&sha, &calls[i].0, &calls[i].1)).collect(),
+                            chunk,
                         )
                         .await;
                     for (i, o) in retry.into_iter().zip(again) {
@@ -520,6 +691,24 @@ impl RedisBackend {
             Some(ItemOutcome::Failed(e)) => Err(e),
             _ => Err(StorageError::new(ErrorKind::Unavailable, op, "the script was not sent")),
         }
+    }
+
+    /// An unconditional write of a record as typed commands, to run in a transaction (see
+    /// [`transaction`]): `HSET` of every field, `HDEL` of the fields an older version may have
+    /// left ([`codec::absent_fields`]), then `PEXPIREAT` or `PERSIST`.
+    fn record_commands(schema: &IndexSchema, record: &Record, key: String) -> Vec<Cmd> {
+        let fields = codec::encode(record).into_iter().map(|(n, v)| (n, bytes(v))).collect();
+        let absent = codec::absent_fields(schema, record);
+        let mut cmds = Vec::with_capacity(3);
+        cmds.push(Cmd::Hset(key.clone(), fields));
+        if !absent.is_empty() {
+            cmds.push(Cmd::Hdel(key.clone(), absent));
+        }
+        cmds.push(match codec::server_expiry(record.expires_at) {
+            Some(at) => Cmd::PexpireAt(key, i64::try_from(at).unwrap_or(i64::MAX)),
+            None => Cmd::Persist(key),
+        });
+        cmds
     }
 
     /// `WRITE` arguments for a record: mode, now, `PEXPIREAT` time, then the fields.
@@ -940,6 +1129,50 @@ fn outcome(o: Option<Result<Value, FredError>>, op: Operation) -> ItemOutcome<Va
     }
 }
 
+/// Records written by one transaction of a batch.
+///
+/// Unconditional writes of a batch go as `MULTI`, each record's commands, `EXEC`: the server
+/// runs a transaction whole or not at all (a connection cut before `EXEC` discards it, a
+/// command refused when queued, such as `OOM` above `maxmemory`, aborts it), and a record's
+/// commands cost it what a bare `HSET` does, where the Lua write script costs half as much
+/// again (see docs/performance.md). fred flushes the socket after `MULTI` and `EXEC`, so
+/// several records share them. A transaction also holds the server for its whole run: 16
+/// records into an HNSW graph take it about 8 ms, the time a pipeline of such `HSET`s holds
+/// it between reads anyway.
+const RECORDS_PER_TRANSACTION: usize = 16;
+
+/// `MULTI`, the commands of each record (emptied from `records`), `EXEC`; routed by the first
+/// record's key (the records of one index live on one server).
+fn transaction(records: &mut [Vec<Cmd>]) -> Vec<Cmd> {
+    let slot = records
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Cmd::key)
+        .map_or(0, |k| fred::util::redis_keyslot(k.as_bytes()));
+    let mut cmds = Vec::with_capacity(2 + records.iter().map(Vec::len).sum::<usize>());
+    cmds.push(Cmd::Transaction("MULTI", slot));
+    for r in records {
+        cmds.append(r);
+    }
+    cmds.push(Cmd::Transaction("EXEC", slot));
+    cmds
+}
+
+/// Whether an error of a write transaction holds for every record in it, so that running
+/// each record again alone would only repeat it: the connection or the whole transaction
+/// failed (lost, timed out, refused when queued), rather than one record's command.
+fn fails_every_record(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unavailable
+            | ErrorKind::Timeout
+            | ErrorKind::Backpressure
+            | ErrorKind::OutOfMemory
+            | ErrorKind::PermissionDenied
+            | ErrorKind::Auth
+    )
+}
+
 /// Most `SCAN` calls one `scan` page makes before returning a short (maybe empty) page.
 const MAX_SCAN_STEPS: usize = 16;
 
@@ -982,10 +1215,12 @@ impl StorageBackend for RedisBackend {
         self.check_durability().await?;
         self.load_script(&self.write, op).await?;
         self.load_script(&self.touch, op).await?;
+        let no_transactions = self.check_transactions(op).await?;
         *self.ready.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Arc::new(Ready {
                 schema: schema.clone(),
                 codec: KeyCodec::new(schema.key_prefix.clone()),
+                no_transactions,
             }));
         Ok(status)
     }
@@ -996,17 +1231,17 @@ impl StorageBackend for RedisBackend {
             Ok(r) => r,
             Err(report) => return report,
         };
-        let now = Timestamp::now();
+        if let Some(e) = &ready.no_transactions {
+            return BatchReport::all_failed(records.len(), e);
+        }
         let mut items: Vec<ItemOutcome<()>> = Vec::with_capacity(records.len());
         let mut calls = Vec::new();
         let mut positions = Vec::new();
         for (i, r) in records.iter().enumerate() {
             match r.validate(&ready.schema) {
                 Ok(()) => {
-                    calls.push((
-                        ready.codec.key(&r.namespace, &r.id),
-                        Self::write_argv(r, "*".into(), now),
-                    ));
+                    let key = ready.codec.key(&r.namespace, &r.id);
+                    calls.push(Self::record_commands(&ready.schema, r, key));
                     positions.push(i);
                     items.push(ItemOutcome::NotAttempted);
                 }
@@ -1014,14 +1249,61 @@ impl StorageBackend for RedisBackend {
                 Err(e) => items.push(ItemOutcome::Failed(e.for_operation(op))),
             }
         }
-        for (pos, o) in positions.into_iter().zip(self.run_script(&self.write, calls, op).await) {
-            items[pos] = o.and_then(|v| {
-                if v.as_u64() == Some(1) {
-                    ItemOutcome::Succeeded(())
-                } else {
-                    ItemOutcome::Failed(protocol(op, "the write script gave an unexpected reply"))
+        // Transactions of up to RECORDS_PER_TRANSACTION records, pipelined `batch_chunk`
+        // records at a time.
+        let group = RECORDS_PER_TRANSACTION.min(self.options.batch_chunk).max(1);
+        let groups: Vec<Vec<Cmd>> = calls.chunks_mut(group).map(transaction).collect();
+        let per_chunk = self.options.batch_chunk / group;
+        let mut again = Vec::new();
+        let sizes = positions.chunks(group).map(<[usize]>::len).collect::<Vec<_>>();
+        let mut at = 0;
+        for (size, o) in sizes.into_iter().zip(self.pipelined(groups, per_chunk).await) {
+            let members = &positions[at..at + size];
+            at += size;
+            match outcome(o, op) {
+                ItemOutcome::Succeeded(Value::Array(_)) => {
+                    members.iter().for_each(|&p| items[p] = ItemOutcome::Succeeded(()));
                 }
-            });
+                ItemOutcome::Succeeded(_) => members.iter().for_each(|&p| {
+                    items[p] = ItemOutcome::Failed(protocol(
+                        op,
+                        "EXEC of a write gave an unexpected reply",
+                    ));
+                }),
+                // A command of the transaction failed on the server (a key of another type):
+                // the others ran. Each record again on its own tells which failed.
+                ItemOutcome::Failed(e) if size > 1 && !fails_every_record(e.kind()) => {
+                    again.extend_from_slice(members);
+                }
+                ItemOutcome::Failed(e) => {
+                    members.iter().for_each(|&p| items[p] = ItemOutcome::Failed(e.duplicate()));
+                }
+                ItemOutcome::NotAttempted => {}
+            }
+        }
+        if !again.is_empty() {
+            let singles = again
+                .iter()
+                .map(|&p| {
+                    let r = &records[p];
+                    let mut one = [Self::record_commands(
+                        &ready.schema,
+                        r,
+                        ready.codec.key(&r.namespace, &r.id),
+                    )];
+                    transaction(&mut one)
+                })
+                .collect();
+            for (&p, o) in again.iter().zip(self.pipelined(singles, self.options.batch_chunk).await)
+            {
+                items[p] = outcome(o, op).and_then(|v| match v {
+                    Value::Array(_) => ItemOutcome::Succeeded(()),
+                    _ => ItemOutcome::Failed(protocol(
+                        op,
+                        "EXEC of a write gave an unexpected reply",
+                    )),
+                });
+            }
         }
         BatchReport::new(items)
     }
@@ -1069,10 +1351,12 @@ impl StorageBackend for RedisBackend {
             Ok(r) => r,
             Err(report) => return report,
         };
-        let commands =
-            ids.iter().map(|id| ("DEL", vec![text(ready.codec.key(namespace, id))])).collect();
+        let commands = ids
+            .iter()
+            .map(|id| vec![Cmd::Custom("DEL", vec![text(ready.codec.key(namespace, id))])])
+            .collect();
         let items = self
-            .pipelined(commands)
+            .pipelined(commands, self.options.batch_chunk)
             .await
             .into_iter()
             .map(|o| {

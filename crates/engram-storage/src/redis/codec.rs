@@ -10,7 +10,7 @@
 //! | `__vec` | the vector, FLOAT32 little-endian (absent without a vector) | VECTOR |
 //! | `__payload` | the payload bytes | not indexed |
 //! | `__ver` | the version, decimal | not indexed |
-//! | `__acc_n`, `__acc_t` | access count and last access (ms; absent when never touched) | not indexed |
+//! | `__acc_n`, `__acc_t` | access count and last access (ms; empty or absent when never touched) | not indexed |
 //!
 //! Tags are joined with [`TAG_SEPARATOR`] (`\x1f`, a control character, which tags can never
 //! contain); numbers are written in Rust's shortest round-trip decimal form, which RediSearch
@@ -57,9 +57,16 @@ pub(crate) fn encode(record: &Record) -> Vec<(String, Vec<u8>)> {
     out.push((VER.into(), record.version.to_string().into_bytes()));
     out.push((PAYLOAD.into(), record.payload.clone()));
     out.push((ACC_N.into(), record.access.count.to_string().into_bytes()));
-    if let Some(t) = record.access.last_access {
-        out.push((ACC_T.into(), t.as_millis().to_string().into_bytes()));
-    }
+    // Always written (empty for never), so that a rewrite needs no `HDEL` of it.
+    out.push((
+        ACC_T.into(),
+        record
+            .access
+            .last_access
+            .map(|t| t.as_millis().to_string())
+            .unwrap_or_default()
+            .into_bytes(),
+    ));
     if let Some(v) = &record.vector {
         out.push((VEC.into(), vector::to_le_bytes(v)));
     }
@@ -71,6 +78,24 @@ pub(crate) fn encode(record: &Record) -> Vec<(String, Vec<u8>)> {
         };
         out.push((name.clone(), bytes));
     }
+    out
+}
+
+/// The fields a hash written by [`encode`] for another record of this schema may hold and
+/// this record lacks: `__vec` without a vector, and the schema's fields the record does not
+/// set. A rewrite deletes them, so no field of an older version survives.
+pub(crate) fn absent_fields(schema: &IndexSchema, record: &Record) -> Vec<String> {
+    let mut out = Vec::new();
+    if record.vector.is_none() {
+        out.push(VEC.to_owned());
+    }
+    out.extend(
+        schema
+            .fields
+            .iter()
+            .filter(|f| !record.fields.contains_key(&f.name))
+            .map(|f| f.name.clone()),
+    );
     out
 }
 
@@ -162,6 +187,7 @@ pub(crate) fn decode(
                 record.access.count =
                     text(ACC_N, value)?.parse().map_err(|_| bad(ACC_N, "is not a count"))?;
             }
+            ACC_T if value.is_empty() => record.access.last_access = None,
             ACC_T => {
                 record.access.last_access = Some(Timestamp(
                     text(ACC_T, value)?.parse().map_err(|_| bad(ACC_T, "is not a time in ms"))?,
@@ -250,6 +276,29 @@ mod tests {
         assert!(e.message().contains("__vec"), "{e}");
         let e = decode(&schema(), &ns, &id, vec![], Operation::Get).unwrap_err();
         assert!(e.message().contains("__ver"), "{e}");
+    }
+
+    #[test]
+    fn a_rewrite_knows_the_fields_an_older_version_may_have_left() {
+        let ns = Namespace::new("n").unwrap();
+        let id = RecordId::new("x").unwrap();
+        let bare = Record::new(ns.clone(), id.clone(), vec![])
+            .with_field("kind", FieldValue::Tags(vec!["a".into()]));
+        assert_eq!(absent_fields(&schema(), &bare), ["__vec", "score", "body"]);
+        let full = bare
+            .clone()
+            .with_vector(vec![1.0, 0.0, 0.0])
+            .with_field("score", FieldValue::Numeric(1.0));
+        assert_eq!(
+            absent_fields(&schema(), &full.with_field("body", FieldValue::Text("t".into()))),
+            Vec::<String>::new()
+        );
+        // Never touched: `__acc_t` is written empty, and read back (empty or absent) as none.
+        let fields = encode(&bare);
+        assert!(fields.iter().any(|(n, v)| n == ACC_T && v.is_empty()));
+        let without: Vec<_> = fields.into_iter().filter(|(n, _)| n != ACC_T).collect();
+        let r = decode(&schema(), &ns, &id, without, Operation::Get).unwrap();
+        assert_eq!(r.access.last_access, None);
     }
 
     #[test]

@@ -493,12 +493,15 @@ async fn an_overwrite_leaves_no_old_field_and_no_old_expiry_on_the_server() {
                 }
                 other => anyhow::bail!("HKEYS gave {other:?}"),
             };
-            for gone in ["kind", "score", "created", "body", "__vec", "__acc_t"] {
+            for gone in ["kind", "score", "created", "body", "__vec"] {
                 ensure!(
                     !names.iter().any(|n| n == gone),
                     "{gone} survived the overwrite: {names:?}"
                 );
             }
+            // Never touched: written empty.
+            let acc_t = c.raw("HGET", vec![b(&key), b("__acc_t")]).await?;
+            ensure!(acc_t.as_text() == Some(""), "__acc_t survived the overwrite: {acc_t:?}");
             let pttl = c.raw("PTTL", vec![b(&key)]).await?.as_i64();
             ensure!(pttl == Some(-1), "the old expiry survived the overwrite: PTTL {pttl:?}");
             ensure!(c.backend.get(&c.ns, &id("o")).await? == Some(bare), "get after overwrite");
