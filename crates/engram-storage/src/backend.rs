@@ -359,6 +359,13 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// Writes whole records (insert or replace), each with its version and expiry as given.
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()>;
 
+    /// [`put_batch`](Self::put_batch) of records the caller keeps (a retry layer, which may
+    /// need them again). The default copies them; a backend that only reads the records
+    /// overrides it and saves the copy.
+    async fn put_batch_borrowed(&self, records: &[Record]) -> BatchReport<()> {
+        self.put_batch(records.to_vec()).await
+    }
+
     /// Reads records by id: `Some` for a hit, `None` for a miss or an expired record.
     async fn get_batch(
         &self,

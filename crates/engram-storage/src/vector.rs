@@ -54,9 +54,9 @@ pub fn distance(metric: DistanceMetric, a: &[f32], b: &[f32]) -> f32 {
 
 /// Encodes a vector as FLOAT32 little-endian bytes, the layout RediSearch reads.
 pub fn to_le_bytes(v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
+    let mut out = vec![0; v.len() * 4];
+    for (b, x) in out.chunks_exact_mut(4).zip(v) {
+        b.copy_from_slice(&x.to_le_bytes());
     }
     out
 }

@@ -201,11 +201,26 @@ impl<P: Policy> StorageBackend for Layer<P> {
     }
 
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()> {
+        // The policy retries by position: the records stay here, lent to the backend whole on
+        // the first attempt and copied only for the ones a retry sends again.
+        let records: Arc<[Record]> = records.into();
+        let all: Vec<usize> = (0..records.len()).collect();
         self.policy
-            .batch(Operation::Put, Cow::Owned(records), |r: Cow<'_, [Record]>| {
-                self.inner.put_batch(r.into_owned())
+            .batch(Operation::Put, Cow::Owned(all), |at: Cow<'_, [usize]>| {
+                let records = records.clone();
+                async move {
+                    if at.len() == records.len() {
+                        self.inner.put_batch_borrowed(&records).await
+                    } else {
+                        self.inner.put_batch(at.iter().map(|&i| records[i].clone()).collect()).await
+                    }
+                }
             })
             .await
+    }
+
+    async fn put_batch_borrowed(&self, records: &[Record]) -> BatchReport<()> {
+        self.put_batch(records.to_vec()).await
     }
 
     async fn get_batch(

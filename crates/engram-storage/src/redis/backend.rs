@@ -1226,6 +1226,10 @@ impl StorageBackend for RedisBackend {
     }
 
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()> {
+        self.put_batch_borrowed(&records).await
+    }
+
+    async fn put_batch_borrowed(&self, records: &[Record]) -> BatchReport<()> {
         let op = Operation::Put;
         let ready = match self.batch_ready(op, records.len()) {
             Ok(r) => r,

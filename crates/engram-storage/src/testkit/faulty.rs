@@ -139,6 +139,10 @@ impl StorageBackend for FaultyBackend {
         self.batch(Operation::Put, &records, |r| self.inner.put_batch(r)).await
     }
 
+    async fn put_batch_borrowed(&self, records: &[Record]) -> BatchReport<()> {
+        self.batch(Operation::Put, records, |r| self.inner.put_batch(r)).await
+    }
+
     async fn get_batch(
         &self,
         namespace: &Namespace,
