@@ -23,6 +23,31 @@ use support::{Admin, OwnServer, ServerOptions, figure};
 /// `engram-test-<token>`, with that as their key prefix).
 const SUITE_KEYS: &str = "engram-test-*";
 
+/// What a user who may only read is granted (docs/operations.md's reader).
+const READER_COMMANDS: &[&str] = &[
+    "-@all",
+    "+@connection",
+    "+info",
+    "+module|list",
+    "+select",
+    "+script|load",
+    "+hgetall",
+    "+scan",
+    "+ft.info",
+    "+ft.search",
+    "+ft.aggregate",
+    "+ft.config|get",
+];
+
+/// `ACL SETUSER name` with `pass` (`>password`), `keys` (`~pattern`), the reader's commands
+/// and `extra`.
+fn set_user(admin: &mut Admin, name: &str, pass: &str, keys: &str, extra: &[&str]) -> Result<()> {
+    let mut cmd = vec!["ACL", "SETUSER", name, "reset", "on", pass, keys, "resetchannels"];
+    cmd.extend(READER_COMMANDS);
+    cmd.extend(extra);
+    admin.ok(&cmd).map(drop)
+}
+
 /// The commands engram sends, beyond `@connection`: what `docs/operations.md` grants.
 const ENGRAM_COMMANDS: &[&str] = &[
     "+info",
@@ -173,28 +198,7 @@ async fn a_user_without_write_permission_gets_permission_denied_and_stores_nothi
     let reader_password = format!("reader-{}", random_token());
     let pass = format!(">{reader_password}");
     let keys = format!("~{SUITE_KEYS}");
-    admin.ok(&[
-        "ACL",
-        "SETUSER",
-        "reader",
-        "reset",
-        "on",
-        &pass,
-        &keys,
-        "resetchannels",
-        "-@all",
-        "+@connection",
-        "+info",
-        "+module|list",
-        "+select",
-        "+script|load",
-        "+hgetall",
-        "+scan",
-        "+ft.info",
-        "+ft.search",
-        "+ft.aggregate",
-        "+ft.config|get",
-    ])?;
+    set_user(&mut admin, "reader", &pass, &keys, &[])?;
     // The index exists (the operator, or a writer, created it).
     let schema = suite_schema();
     let options =
@@ -231,32 +235,7 @@ async fn a_user_without_write_permission_gets_permission_denied_and_stores_nothi
     // the commands after it would run one by one, so batch writes are refused unsent.
     let half_password = format!("half-{}", random_token());
     let half_pass = format!(">{half_password}");
-    admin.ok(&[
-        "ACL",
-        "SETUSER",
-        "half",
-        "reset",
-        "on",
-        &half_pass,
-        &keys,
-        "resetchannels",
-        "-@all",
-        "+@connection",
-        "+info",
-        "+module|list",
-        "+select",
-        "+script|load",
-        "+hgetall",
-        "+scan",
-        "+ft.info",
-        "+ft.search",
-        "+ft.aggregate",
-        "+ft.config|get",
-        "+hset",
-        "+hdel",
-        "+persist",
-        "+pexpireat",
-    ])?;
+    set_user(&mut admin, "half", &half_pass, &keys, &["+hset", "+hdel", "+persist", "+pexpireat"])?;
     let half = RedisBackend::connect(
         &user_config(s, "half", &half_password),
         RedisBackendOptions { on_timeout: OnTimeoutPolicy::RequireFail, ..Default::default() },
