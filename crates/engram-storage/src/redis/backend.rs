@@ -256,7 +256,7 @@ type Outcomes = Vec<Option<Result<Value, FredError>>>;
 ///
 /// With one, the server waited while the client encoded the next chunk and the client
 /// waited for the server's replies: FLAT ingest, where the two take about as long per record,
-/// ran at the sum of both times (32k entries/s of the 50k dataset, 47k with two in flight).
+/// ran at the sum of both times (20k dataset entries: 32k entries/s, 47k with two in flight).
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// A command of a pipelined batch.
@@ -265,7 +265,7 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// behind them; fred flushes the socket after every custom command (and every script), so a
 /// batch uses typed commands where it can.
 enum Cmd {
-    /// A command by name, routed by its first key (`EVALSHA` by its key argument).
+    /// A command by name (`EVALSHA`, routed by its key argument).
     Custom(&'static str, Vec<Value>),
     /// `MULTI` or `EXEC`, routed to the slot of the transaction's key.
     Transaction(&'static str, u16),
@@ -277,6 +277,8 @@ enum Cmd {
     PexpireAt(String, i64),
     /// `PERSIST key`.
     Persist(String),
+    /// `DEL key`.
+    Del(String),
 }
 
 impl Cmd {
@@ -287,7 +289,8 @@ impl Cmd {
             Self::Hset(key, _)
             | Self::Hdel(key, _)
             | Self::PexpireAt(key, _)
-            | Self::Persist(key) => Some(key),
+            | Self::Persist(key)
+            | Self::Del(key) => Some(key),
         }
     }
 
@@ -303,6 +306,7 @@ impl Cmd {
             Self::Hdel(key, fields) => p.hdel::<Value, _, _>(key, fields).await,
             Self::PexpireAt(key, at) => p.pexpire_at::<Value, _>(key, at, None).await,
             Self::Persist(key) => p.persist::<Value, _>(key).await,
+            Self::Del(key) => p.del::<Value, _>(key).await,
         }
         .err()
     }
@@ -616,80 +620,33 @@ impl RedisBackend {
         Ok(sha)
     }
 
-    /// Runs a script on each `(key, argv)` with `EVALSHA`, pipelined; the items that found
-    /// the script missing (`NOSCRIPT`, so nothing ran) are run again once after a reload.
+    /// Runs a script on one key with `EVALSHA`, through [`Self::pipelined`] so that a
+    /// `WAITAOF` follows it as it follows every write; a `NOSCRIPT` reply (nothing ran: a
+    /// restart, a failover, `SCRIPT FLUSH`) reloads the script and runs it once more.
     async fn run_script(
-        &self,
-        script: &Script,
-        calls: Vec<(String, Vec<Value>)>,
-        op: Operation,
-    ) -> Vec<ItemOutcome<Value>> {
-        let sha = match script.sha() {
-            Some(sha) => sha,
-            None => match self.load_script(script, op).await {
-                Ok(sha) => sha,
-                Err(e) => {
-                    return calls.iter().map(|_| ItemOutcome::Failed(e.duplicate())).collect();
-                }
-            },
-        };
-        let build = |sha: &str, key: &str, argv: &[Value]| {
-            let mut args = Vec::with_capacity(argv.len() + 3);
-            args.extend([text(sha), text("1"), text(key)]);
-            args.extend(argv.iter().cloned());
-            vec![Cmd::Custom("EVALSHA", args)]
-        };
-        let chunk = self.options.batch_chunk;
-        let outcomes =
-            self.pipelined(calls.iter().map(|(k, a)| build(&sha, k, a)).collect(), chunk).await;
-        let retry: Vec<usize> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| matches!(o, Some(Err(e)) if is_noscript(e)))
-            .map(|(i, _)| i)
-            .collect();
-        let mut outcomes = outcomes;
-        if !retry.is_empty() {
-            match self.load_script(script, op).await {
-                Ok(sha) => {
-                    let again = self
-                        .pipelined(
-                            retry.iter().map(|&i| build(&sha, &calls[i].0, &calls[i].1)).collect(),
-                            chunk,
-                        )
-                        .await;
-                    for (i, o) in retry.into_iter().zip(again) {
-                        outcomes[i] = o;
-                    }
-                }
-                Err(e) => {
-                    return outcomes
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, o)| match o {
-                            Some(Err(_)) if retry.contains(&i) => {
-                                ItemOutcome::Failed(e.duplicate())
-                            }
-                            o => outcome(o, op),
-                        })
-                        .collect();
-                }
-            }
-        }
-        outcomes.into_iter().map(|o| outcome(o, op)).collect()
-    }
-
-    async fn run_script_one(
         &self,
         script: &Script,
         key: String,
         argv: Vec<Value>,
         op: Operation,
     ) -> Result<Value, StorageError> {
-        match self.run_script(script, vec![(key, argv)], op).await.pop() {
-            Some(ItemOutcome::Succeeded(v)) => Ok(v),
-            Some(ItemOutcome::Failed(e)) => Err(e),
-            _ => Err(StorageError::new(ErrorKind::Unavailable, op, "the script was not sent")),
+        let mut sha = match script.sha() {
+            Some(sha) => sha,
+            None => self.load_script(script, op).await?,
+        };
+        let mut reloaded = false;
+        loop {
+            let mut args = Vec::with_capacity(argv.len() + 3);
+            args.extend([text(sha), text("1"), text(key.clone())]);
+            args.extend(argv.iter().cloned());
+            match self.pipelined(vec![vec![Cmd::Custom("EVALSHA", args)]], 1).await.pop().flatten()
+            {
+                Some(Err(e)) if is_noscript(&e) && !reloaded => {
+                    sha = self.load_script(script, op).await?;
+                    reloaded = true;
+                }
+                o => return outcome(o, op).into_result(op),
+            }
         }
     }
 
@@ -1258,22 +1215,23 @@ impl StorageBackend for RedisBackend {
         let group = RECORDS_PER_TRANSACTION.min(self.options.batch_chunk).max(1);
         let groups: Vec<Vec<Cmd>> = calls.chunks_mut(group).map(transaction).collect();
         let per_chunk = self.options.batch_chunk / group;
+        // A transaction's reply is the array of its commands' replies.
+        let written = |o| {
+            outcome(o, op).and_then(|v| match v {
+                Value::Array(_) => ItemOutcome::Succeeded(()),
+                _ => ItemOutcome::Failed(protocol(op, "EXEC of a write gave an unexpected reply")),
+            })
+        };
         let mut again = Vec::new();
         let sizes = positions.chunks(group).map(<[usize]>::len).collect::<Vec<_>>();
         let mut at = 0;
         for (size, o) in sizes.into_iter().zip(self.pipelined(groups, per_chunk).await) {
             let members = &positions[at..at + size];
             at += size;
-            match outcome(o, op) {
-                ItemOutcome::Succeeded(Value::Array(_)) => {
+            match written(o) {
+                ItemOutcome::Succeeded(()) => {
                     members.iter().for_each(|&p| items[p] = ItemOutcome::Succeeded(()));
                 }
-                ItemOutcome::Succeeded(_) => members.iter().for_each(|&p| {
-                    items[p] = ItemOutcome::Failed(protocol(
-                        op,
-                        "EXEC of a write gave an unexpected reply",
-                    ));
-                }),
                 // A command of the transaction failed on the server (a key of another type):
                 // the others ran. Each record again on its own tells which failed.
                 ItemOutcome::Failed(e) if size > 1 && !fails_every_record(e.kind()) => {
@@ -1290,23 +1248,13 @@ impl StorageBackend for RedisBackend {
                 .iter()
                 .map(|&p| {
                     let r = &records[p];
-                    let mut one = [Self::record_commands(
-                        &ready.schema,
-                        r,
-                        ready.codec.key(&r.namespace, &r.id),
-                    )];
-                    transaction(&mut one)
+                    let key = ready.codec.key(&r.namespace, &r.id);
+                    transaction(&mut [Self::record_commands(&ready.schema, r, key)])
                 })
                 .collect();
-            for (&p, o) in again.iter().zip(self.pipelined(singles, self.options.batch_chunk).await)
-            {
-                items[p] = outcome(o, op).and_then(|v| match v {
-                    Value::Array(_) => ItemOutcome::Succeeded(()),
-                    _ => ItemOutcome::Failed(protocol(
-                        op,
-                        "EXEC of a write gave an unexpected reply",
-                    )),
-                });
+            let outcomes = self.pipelined(singles, self.options.batch_chunk).await;
+            for (&p, o) in again.iter().zip(outcomes) {
+                items[p] = written(o);
             }
         }
         BatchReport::new(items)
@@ -1355,10 +1303,8 @@ impl StorageBackend for RedisBackend {
             Ok(r) => r,
             Err(report) => return report,
         };
-        let commands = ids
-            .iter()
-            .map(|id| vec![Cmd::Custom("DEL", vec![text(ready.codec.key(namespace, id))])])
-            .collect();
+        let commands =
+            ids.iter().map(|id| vec![Cmd::Del(ready.codec.key(namespace, id))]).collect();
         let items = self
             .pipelined(commands, self.options.batch_chunk)
             .await
@@ -1555,8 +1501,7 @@ impl StorageBackend for RedisBackend {
             text(new_exp.map(|t| codec::encode_expiry(Some(t))).unwrap_or_default()),
             text(codec::server_expiry(new_exp).map(|t| t.to_string()).unwrap_or_default()),
         ];
-        let reply =
-            self.run_script_one(&self.touch, ready.codec.key(namespace, id), argv, op).await?;
+        let reply = self.run_script(&self.touch, ready.codec.key(namespace, id), argv, op).await?;
         let items = match reply {
             Value::Null => return Ok(None),
             Value::Array(items) if items.len() == 2 => items,
@@ -1584,7 +1529,7 @@ impl StorageBackend for RedisBackend {
         let mode = expected.map_or_else(|| "-".to_owned(), |v| v.to_string());
         let argv = Self::write_argv(&record, mode, Timestamp::now());
         let key = ready.codec.key(&record.namespace, &record.id);
-        let reply = self.run_script_one(&self.write, key, argv, op).await?;
+        let reply = self.run_script(&self.write, key, argv, op).await?;
         let items = match reply {
             Value::Array(items) if !items.is_empty() => items,
             _ => return Err(protocol(op, "the write script gave an unexpected reply")),
