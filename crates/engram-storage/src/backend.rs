@@ -455,6 +455,19 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     /// # Errors
     /// A backend error.
     async fn describe(&self) -> Result<BackendInfo, StorageError>;
+
+    /// How long a call of `op` on `items` items (1 for a call that is not a batch) can wait
+    /// before the backend itself ends it with an [`ErrorKind::Timeout`] error, when the
+    /// backend bounds such calls by itself; `None` (the default) when it does not.
+    ///
+    /// A limit given for `items` items must also hold for fewer. The timeout layer arms no
+    /// timer of its own for a call the backend bounds within the layer's limit: the call
+    /// ends by then either way, and a timer per call is a measurable part of a fast read's
+    /// cost (docs/performance.md).
+    fn call_limit(&self, op: Operation, items: usize) -> Option<Duration> {
+        let _ = (op, items);
+        None
+    }
 }
 
 /// Conveniences over [`StorageBackend`], for every backend.

@@ -28,20 +28,26 @@
 /// names the policy in `$chain`, the chain to run (one policy alone, or the fused stack).
 macro_rules! run_through_chain {
     ($this:ident => $chain:expr) => {
-        async fn call<'a, T, F, Fut>(&'a self, op: Operation, f: F) -> Result<T, StorageError>
+        async fn call<'a, T, F, Fut>(
+            &'a self,
+            op: Operation,
+            own_limit: Option<std::time::Duration>,
+            f: F,
+        ) -> Result<T, StorageError>
         where
             T: Send + 'a,
             F: Fn() -> Fut + Send + Sync + 'a,
             Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
         {
             let $this = self;
-            $chain.call(op, &f).await
+            $chain.call(op, own_limit, &f).await
         }
 
         async fn batch<'a, I, T, F, Fut>(
             &'a self,
             op: Operation,
             items: Cow<'a, [I]>,
+            own_limit: Option<std::time::Duration>,
             f: F,
         ) -> BatchReport<T>
         where
@@ -51,7 +57,7 @@ macro_rules! run_through_chain {
             Fut: Future<Output = BatchReport<T>> + Send + 'a,
         {
             let $this = self;
-            $chain.batch(op, items, &f).await
+            $chain.batch(op, items, own_limit, &f).await
         }
     };
 }
@@ -94,10 +100,13 @@ use crate::schema::IndexSchema;
 
 /// What a layer does around each call. Implemented by the four policies of this module.
 pub trait Policy: Send + Sync + fmt::Debug + 'static {
-    /// Runs a single call (`f` may be called again by policies that retry).
+    /// Runs a single call (`f` may be called again by policies that retry). `own_limit` is
+    /// how long the backend lets the call wait before it ends it itself
+    /// ([`StorageBackend::call_limit`]).
     fn call<'a, T, F, Fut>(
         &'a self,
         op: Operation,
+        own_limit: Option<Duration>,
         f: F,
     ) -> impl Future<Output = Result<T, StorageError>> + Send + 'a
     where
@@ -110,11 +119,13 @@ pub trait Policy: Send + Sync + fmt::Debug + 'static {
     ///
     /// Items are borrowed from the caller where the backend only reads them (ids), and owned
     /// where it consumes them (records); a policy that needs them again after `f` (retry)
-    /// keeps its own copy only of owned items.
+    /// keeps its own copy only of owned items. `own_limit` is the backend's own limit for
+    /// these items ([`StorageBackend::call_limit`]), which also holds for fewer.
     fn batch<'a, I, T, F, Fut>(
         &'a self,
         op: Operation,
         items: Cow<'a, [I]>,
+        own_limit: Option<Duration>,
         f: F,
     ) -> impl Future<Output = BatchReport<T>> + Send + 'a
     where
@@ -191,13 +202,44 @@ impl<P: Policy> Layer<P> {
     pub fn policy(&self) -> &P {
         &self.policy
     }
+
+    /// A single call of `op` through the policy, told the backend's own limit for it.
+    fn run<'a, T, F, Fut>(
+        &'a self,
+        op: Operation,
+        f: F,
+    ) -> impl Future<Output = Result<T, StorageError>> + Send + 'a
+    where
+        T: Send + 'a,
+        F: Fn() -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
+    {
+        self.policy.call(op, self.inner.call_limit(op, 1), f)
+    }
+
+    /// A batch of `op` through the policy, told the backend's own limit for it.
+    fn run_batch<'a, I, T, F, Fut>(
+        &'a self,
+        op: Operation,
+        items: Cow<'a, [I]>,
+        f: F,
+    ) -> impl Future<Output = BatchReport<T>> + Send + 'a
+    where
+        I: Clone + Send + Sync + 'a,
+        T: Send + 'a,
+        F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = BatchReport<T>> + Send + 'a,
+    {
+        let own_limit = self.inner.call_limit(op, items.len());
+        self.policy.batch(op, items, own_limit, f)
+    }
 }
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
 impl<P: Policy> StorageBackend for Layer<P> {
     async fn ensure_index(&self, schema: &IndexSchema) -> Result<IndexStatus, StorageError> {
-        self.policy.call(Operation::EnsureIndex, || self.inner.ensure_index(schema)).await
+        self.run(Operation::EnsureIndex, || self.inner.ensure_index(schema)).await
     }
 
     async fn put_batch(&self, records: Vec<Record>) -> BatchReport<()> {
@@ -205,18 +247,17 @@ impl<P: Policy> StorageBackend for Layer<P> {
         // the first attempt and copied only for the ones a retry sends again.
         let records: Arc<[Record]> = records.into();
         let all: Vec<usize> = (0..records.len()).collect();
-        self.policy
-            .batch(Operation::Put, Cow::Owned(all), |at: Cow<'_, [usize]>| {
-                let records = records.clone();
-                async move {
-                    if at.len() == records.len() {
-                        self.inner.put_batch_borrowed(&records).await
-                    } else {
-                        self.inner.put_batch(at.iter().map(|&i| records[i].clone()).collect()).await
-                    }
+        self.run_batch(Operation::Put, Cow::Owned(all), |at: Cow<'_, [usize]>| {
+            let records = records.clone();
+            async move {
+                if at.len() == records.len() {
+                    self.inner.put_batch_borrowed(&records).await
+                } else {
+                    self.inner.put_batch(at.iter().map(|&i| records[i].clone()).collect()).await
                 }
-            })
-            .await
+            }
+        })
+        .await
     }
 
     async fn put_batch_borrowed(&self, records: &[Record]) -> BatchReport<()> {
@@ -229,8 +270,7 @@ impl<P: Policy> StorageBackend for Layer<P> {
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
         let report = self
-            .policy
-            .batch(Operation::Get, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
+            .run_batch(Operation::Get, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
                 self.inner.get_batch(namespace, &ids).await
             })
             .await;
@@ -247,15 +287,14 @@ impl<P: Policy> StorageBackend for Layer<P> {
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
-        self.policy
-            .batch(Operation::Delete, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
+        self.run_batch(Operation::Delete, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
                 self.inner.delete_batch(namespace, &ids).await
             })
             .await
     }
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        let hits = self.policy.call(Operation::Search, || self.inner.search(query)).await;
+        let hits = self.run(Operation::Search, || self.inner.search(query)).await;
         if let Ok(h) = &hits {
             self.policy.on_search_results(h.len());
         }
@@ -268,11 +307,11 @@ impl<P: Policy> StorageBackend for Layer<P> {
         filter: &Filter,
         limit: usize,
     ) -> Result<Vec<Record>, StorageError> {
-        self.policy.call(Operation::Find, || self.inner.find(namespace, filter, limit)).await
+        self.run(Operation::Find, || self.inner.find(namespace, filter, limit)).await
     }
 
     async fn count(&self, namespace: &Namespace) -> Result<u64, StorageError> {
-        self.policy.call(Operation::Count, || self.inner.count(namespace)).await
+        self.run(Operation::Count, || self.inner.count(namespace)).await
     }
 
     async fn scan(
@@ -281,9 +320,7 @@ impl<P: Policy> StorageBackend for Layer<P> {
         cursor: Option<ScanCursor>,
         limit: usize,
     ) -> Result<ScanPage, StorageError> {
-        self.policy
-            .call(Operation::Scan, || self.inner.scan(namespace, cursor.clone(), limit))
-            .await
+        self.run(Operation::Scan, || self.inner.scan(namespace, cursor.clone(), limit)).await
     }
 
     async fn touch(
@@ -293,7 +330,7 @@ impl<P: Policy> StorageBackend for Layer<P> {
         now: Timestamp,
         ttl: Option<Duration>,
     ) -> Result<Option<Touched>, StorageError> {
-        self.policy.call(Operation::Touch, || self.inner.touch(namespace, id, now, ttl)).await
+        self.run(Operation::Touch, || self.inner.touch(namespace, id, now, ttl)).await
     }
 
     async fn compare_and_set(
@@ -301,17 +338,21 @@ impl<P: Policy> StorageBackend for Layer<P> {
         record: Record,
         expected: Option<u64>,
     ) -> Result<(), StorageError> {
-        self.policy
-            .call(Operation::CompareAndSet, || self.inner.compare_and_set(record.clone(), expected))
+        self.run(Operation::CompareAndSet, || self.inner.compare_and_set(record.clone(), expected))
             .await
     }
 
     async fn ping(&self) -> Result<Duration, StorageError> {
-        self.policy.call(Operation::Ping, || self.inner.ping()).await
+        self.run(Operation::Ping, || self.inner.ping()).await
     }
 
     async fn describe(&self) -> Result<BackendInfo, StorageError> {
-        self.policy.call(Operation::Describe, || self.inner.describe()).await
+        self.run(Operation::Describe, || self.inner.describe()).await
+    }
+
+    /// None: retries may take a call past any one attempt's limit.
+    fn call_limit(&self, _op: Operation, _items: usize) -> Option<Duration> {
+        None
     }
 }
 

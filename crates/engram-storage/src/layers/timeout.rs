@@ -13,6 +13,12 @@ use crate::error::{ErrorKind, Operation, StorageError};
 
 /// Bounds each attempt by `per_call` plus `per_item` for every item of a batch. Its error is
 /// [`ErrorKind::Timeout`]: temporary, with an unknown outcome (the command may have run).
+///
+/// A call the backend bounds itself within that limit ([`StorageBackend::call_limit`]: a
+/// Redis read of a few ids, which the client ends at `redis.command_timeout`) gets no timer
+/// of its own: it ends in time either way, with the backend's [`ErrorKind::Timeout`].
+///
+/// [`StorageBackend::call_limit`]: crate::StorageBackend::call_limit
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutPolicy {
     per_call: Duration,
@@ -37,10 +43,23 @@ impl TimeoutPolicy {
             .saturating_add(self.per_item.saturating_mul(u32::try_from(items).unwrap_or(u32::MAX)))
     }
 
-    /// The deadline of an attempt of `items` items that started at `started`; `None` when it
-    /// is too far to represent (then, as with `tokio::time::timeout`, there is none).
-    pub(super) fn deadline(&self, started: Instant, items: usize) -> Option<Instant> {
-        started.checked_add(self.limit(items))
+    /// The deadline of an attempt of `items` items that started at `started`; `None` when the
+    /// backend's own limit for the call (`own_limit`, [`StorageBackend::call_limit`]) is
+    /// within this policy's, so that no timer of ours is needed, or when the deadline is too
+    /// far to represent (then, as with `tokio::time::timeout`, there is none).
+    ///
+    /// [`StorageBackend::call_limit`]: crate::StorageBackend::call_limit
+    pub(super) fn deadline(
+        &self,
+        started: Instant,
+        items: usize,
+        own_limit: Option<Duration>,
+    ) -> Option<Instant> {
+        let limit = self.limit(items);
+        if own_limit.is_some_and(|own| own <= limit) {
+            return None;
+        }
+        started.checked_add(limit)
     }
 
     /// The error of an attempt of `items` items that did not answer in time.

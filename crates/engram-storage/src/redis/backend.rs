@@ -1546,6 +1546,15 @@ impl StorageBackend for RedisBackend {
         self.conn.ping().await
     }
 
+    /// A read of up to one chunk of ids: one `HGETALL` per id, all written on the call's first
+    /// poll, each ended by the client after `redis.command_timeout`; what follows (decoding)
+    /// waits for nothing. Other calls run several commands one after another (a script
+    /// reloaded, a plan's estimate, chunks in turn), so they are not bounded here.
+    fn call_limit(&self, op: Operation, items: usize) -> Option<Duration> {
+        (op == Operation::Get && items <= self.options.batch_chunk)
+            .then(|| self.conn.command_timeout())
+    }
+
     async fn describe(&self) -> Result<BackendInfo, StorageError> {
         let op = Operation::Describe;
         let server = self.conn.fetch_server_info().await?;

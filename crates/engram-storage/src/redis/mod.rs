@@ -197,6 +197,12 @@ impl RedisConnection {
         &self.server
     }
 
+    /// How long the client waits for the reply to any one command (`redis.command_timeout`)
+    /// before it fails that command with [`ErrorKind::Timeout`].
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     /// What an acknowledged write means (`redis.durability`), and how long a write batch
     /// waits for the append-only file under [`Durability::WaitAof`].
     pub fn durability(&self) -> (Durability, Duration) {

@@ -34,11 +34,15 @@ pub enum Fault {
 
 /// Replays a script of [`Fault`]s, one per call in call order (then [`Fault::Pass`]), and
 /// counts the calls and batch sizes that reach it.
+///
+/// With [`FaultyBackend::with_own_limit`] it also bounds every call itself, as a client with a
+/// per-command timeout does, and says so through [`StorageBackend::call_limit`].
 #[derive(Debug)]
 pub struct FaultyBackend {
     inner: Arc<dyn StorageBackend>,
     script: Mutex<VecDeque<Fault>>,
     calls: Mutex<HashMap<Operation, Vec<usize>>>,
+    own_limit: Option<Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,7 +52,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl FaultyBackend {
     /// In front of `inner`, with an empty script.
     pub fn new(inner: Arc<dyn StorageBackend>) -> Self {
-        Self { inner, script: Mutex::new(VecDeque::new()), calls: Mutex::new(HashMap::new()) }
+        Self {
+            inner,
+            script: Mutex::new(VecDeque::new()),
+            calls: Mutex::new(HashMap::new()),
+            own_limit: None,
+        }
+    }
+
+    /// Ends every call that has not answered within `limit` with an [`ErrorKind::Timeout`]
+    /// error whose message says it was this backend's own limit.
+    pub fn with_own_limit(mut self, limit: Duration) -> Self {
+        self.own_limit = Some(limit);
+        self
+    }
+
+    /// The error of a call this backend ended at its own limit.
+    fn own_timeout(op: Operation, limit: Duration) -> StorageError {
+        StorageError::new(ErrorKind::Timeout, op, format!("the backend's own limit ({limit:?})"))
     }
 
     /// Appends faults to the script.
@@ -79,6 +100,19 @@ impl FaultyBackend {
     where
         F: Future<Output = Result<T, StorageError>>,
     {
+        let run = self.faulted_call(op, f);
+        match self.own_limit {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or_else(|_| Err(Self::own_timeout(op, limit))),
+            None => run.await,
+        }
+    }
+
+    async fn faulted_call<T, F>(&self, op: Operation, f: F) -> Result<T, StorageError>
+    where
+        F: Future<Output = Result<T, StorageError>>,
+    {
         match self.next(op, 1) {
             Fault::Pass => f.await,
             Fault::Fail(kind) => Err(Self::scripted(op, kind)),
@@ -95,6 +129,25 @@ impl FaultyBackend {
     }
 
     async fn batch<I: Clone, T, F, Fut>(&self, op: Operation, items: &[I], f: F) -> BatchReport<T>
+    where
+        F: FnOnce(Vec<I>) -> Fut,
+        Fut: Future<Output = BatchReport<T>>,
+    {
+        let run = self.faulted_batch(op, items, f);
+        match self.own_limit {
+            Some(limit) => tokio::time::timeout(limit, run).await.unwrap_or_else(|_| {
+                BatchReport::all_failed(items.len(), &Self::own_timeout(op, limit))
+            }),
+            None => run.await,
+        }
+    }
+
+    async fn faulted_batch<I: Clone, T, F, Fut>(
+        &self,
+        op: Operation,
+        items: &[I],
+        f: F,
+    ) -> BatchReport<T>
     where
         F: FnOnce(Vec<I>) -> Fut,
         Fut: Future<Output = BatchReport<T>>,
@@ -213,5 +266,9 @@ impl StorageBackend for FaultyBackend {
 
     async fn describe(&self) -> Result<BackendInfo, StorageError> {
         self.call(Operation::Describe, self.inner.describe()).await
+    }
+
+    fn call_limit(&self, _op: Operation, _items: usize) -> Option<Duration> {
+        self.own_limit
     }
 }

@@ -312,3 +312,39 @@ fn metrics_show_what_the_caller_sees() {
         other => panic!("in flight: {other:?}"),
     }
 }
+
+/// A call the backend bounds itself within the layer's limit (as fred's per-command timeout
+/// bounds a Redis read) gets no timer of the layer's: it ends at the backend's limit, with the
+/// backend's error. A backend limit beyond the layer's leaves the layer's timer in place.
+#[tokio::test(start_paused = true)]
+async fn the_timeout_layer_trusts_a_backend_limit_only_within_its_own() {
+    let layer = Duration::from_millis(200);
+    for (own, ends_after, by_backend) in [
+        (Duration::from_millis(120), Duration::from_millis(120), true),
+        (Duration::from_millis(900), layer, false),
+    ] {
+        let inner = Arc::new(InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner).with_own_limit(own));
+        let stack = StackBuilder::new(faulty.clone())
+            .timeout(TimeoutPolicy::new(layer).with_per_item(Duration::ZERO))
+            .build();
+        let ns = Namespace::new("limits").expect("ns");
+        let id = RecordId::new("a").expect("id");
+
+        faulty.script([Fault::Hang]);
+        let started = tokio::time::Instant::now();
+        let e = stack.count(&ns).await.expect_err("the hung call ends");
+        assert_eq!(started.elapsed(), ends_after, "count, own limit {own:?}");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(e.to_string().contains("own limit"), by_backend, "{e}");
+
+        faulty.script([Fault::Hang]);
+        let started = tokio::time::Instant::now();
+        let report = stack.get_batch(&ns, std::slice::from_ref(&id)).await;
+        assert_eq!(started.elapsed(), ends_after, "get, own limit {own:?}");
+        let e = report.into_result(Operation::Get).expect_err("the hung read ends");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(e.to_string().contains("own limit"), by_backend, "{e}");
+    }
+}
