@@ -40,7 +40,7 @@ macro_rules! run_through_chain {
             Fut: Future<Output = Result<T, StorageError>> + Send + 'a,
         {
             let $this = self;
-            $chain.call(op, own_limit, &f).await
+            Chain { own_limit, ..$chain }.call(op, &f).await
         }
 
         async fn batch<'a, I, T, F, Fut>(
@@ -57,7 +57,7 @@ macro_rules! run_through_chain {
             Fut: Future<Output = BatchReport<T>> + Send + 'a,
         {
             let $this = self;
-            $chain.batch(op, items, own_limit, &f).await
+            Chain { own_limit, ..$chain }.batch(op, items, &f).await
         }
     };
 }
@@ -160,6 +160,7 @@ impl Stack {
             retry: self.retry.as_ref(),
             breaker: self.breaker.as_ref(),
             timeout: self.timeout.as_ref(),
+            own_limit: None,
         }
     }
 }

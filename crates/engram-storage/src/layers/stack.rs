@@ -52,34 +52,31 @@ pub(super) struct Chain<'p> {
     pub(super) retry: Option<&'p RetryPolicy>,
     pub(super) breaker: Option<&'p BreakerPolicy>,
     pub(super) timeout: Option<&'p TimeoutPolicy>,
+    /// How long the backend lets this call wait before it ends it itself
+    /// ([`crate::StorageBackend::call_limit`]); the timeout arms no timer within it.
+    pub(super) own_limit: Option<Duration>,
 }
 
 impl Chain<'_> {
-    /// Runs a single call (`f` is called once per attempt); `own_limit` is the backend's own.
-    pub(super) async fn call<T, F, Fut>(
-        &self,
-        op: Operation,
-        own_limit: Option<Duration>,
-        f: &F,
-    ) -> Result<T, StorageError>
+    /// Runs a single call (`f` is called once per attempt).
+    pub(super) async fn call<T, F, Fut>(&self, op: Operation, f: &F) -> Result<T, StorageError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
         let Some(m) = self.metrics else {
-            return self.retried(op, own_limit, f, Instant::now()).await;
+            return self.retried(op, f, Instant::now()).await;
         };
         let _in_flight = InFlight::start(op);
         let span = m.span(op, 1);
         let traced = !span.is_disabled();
         let run = async {
             let start = Instant::now();
-            let result = self.retried(op, own_limit, f, start).await;
+            let result = self.retried(op, f, start).await;
             m.finish(op, result.as_ref().err().map(StorageError::kind), start, 1, traced);
             result
         };
-        // A disabled span is not entered on every poll: with nothing listening, that is most
-        // of what the metrics policy would cost.
+        // A disabled span is not entered and left on every poll.
         let result = if traced { run.instrument(span).await } else { run.await };
         result.inspect_err(|e| record_error(op, e.kind().as_str()))
     }
@@ -88,7 +85,6 @@ impl Chain<'_> {
     async fn retried<T, F, Fut>(
         &self,
         op: Operation,
-        own_limit: Option<Duration>,
         f: &F,
         start: Instant,
     ) -> Result<T, StorageError>
@@ -97,12 +93,12 @@ impl Chain<'_> {
         Fut: Future<Output = Result<T, StorageError>>,
     {
         let Some(r) = self.retry else {
-            return self.attempt(op, own_limit, f, start).await;
+            return self.attempt(op, f, start).await;
         };
         let mut retries = r.retrier().start(operation(op));
         let mut started = start;
         loop {
-            match self.attempt(op, own_limit, f, started).await {
+            match self.attempt(op, f, started).await {
                 Ok(value) => return Ok(value),
                 Err(error) => match retries.after_error(error) {
                     Ok(delay) => retries.wait(delay).await,
@@ -118,7 +114,6 @@ impl Chain<'_> {
     async fn attempt<T, F, Fut>(
         &self,
         op: Operation,
-        own_limit: Option<Duration>,
         f: &F,
         started: Instant,
     ) -> Result<T, StorageError>
@@ -130,13 +125,13 @@ impl Chain<'_> {
             Some(b) => Some(b.admit(op)?),
             None => None,
         };
-        let result = match self.timeout.and_then(|t| Some((t, t.deadline(started, 0, own_limit)?)))
-        {
-            Some((t, deadline)) => tokio::time::timeout_at(deadline, f())
-                .await
-                .unwrap_or_else(|_| Err(t.elapsed(op, 0))),
-            None => f().await,
-        };
+        let result =
+            match self.timeout.and_then(|t| Some((t, t.deadline(started, 0, self.own_limit)?))) {
+                Some((t, deadline)) => tokio::time::timeout_at(deadline, f())
+                    .await
+                    .unwrap_or_else(|_| Err(t.elapsed(op, 0))),
+                None => f().await,
+            };
         if let Some(p) = permit {
             BreakerPolicy::settle(p, &result);
         }
@@ -144,12 +139,10 @@ impl Chain<'_> {
     }
 
     /// Runs a batch; `f` receives the items to send and reports one outcome per item.
-    /// `own_limit` is the backend's own for these items (and for fewer).
     pub(super) async fn batch<'a, I, T, F, Fut>(
         &self,
         op: Operation,
         items: Cow<'a, [I]>,
-        own_limit: Option<Duration>,
         f: &F,
     ) -> BatchReport<T>
     where
@@ -158,7 +151,7 @@ impl Chain<'_> {
         Fut: Future<Output = BatchReport<T>>,
     {
         let Some(m) = self.metrics else {
-            return self.retried_batch(op, items, own_limit, f, Instant::now()).await;
+            return self.retried_batch(op, items, f, Instant::now()).await;
         };
         let n = items.len();
         let _in_flight = InFlight::start(op);
@@ -167,7 +160,7 @@ impl Chain<'_> {
         let traced = !span.is_disabled();
         let run = async {
             let start = Instant::now();
-            let report = self.retried_batch(op, items, own_limit, f, start).await;
+            let report = self.retried_batch(op, items, f, start).await;
             m.finish(op, batch_outcome(op, &report), start, n, traced);
             report
         };
@@ -184,7 +177,6 @@ impl Chain<'_> {
         &self,
         op: Operation,
         items: Cow<'a, [I]>,
-        own_limit: Option<Duration>,
         f: &F,
         start: Instant,
     ) -> BatchReport<T>
@@ -194,13 +186,13 @@ impl Chain<'_> {
         Fut: Future<Output = BatchReport<T>>,
     {
         let Some(r) = self.retry else {
-            return self.attempt_batch(op, items, own_limit, f, start).await;
+            return self.attempt_batch(op, items, f, start).await;
         };
         let rop = operation(op);
         let n = items.len();
         let retries = r.retrier().start(rop);
         // An owned batch is copied, since a retry may need it again.
-        let report = self.attempt_batch(op, items.clone(), own_limit, f, start).await;
+        let report = self.attempt_batch(op, items.clone(), f, start).await;
         let (out, pending, error) = if report.items.len() == n {
             let Some(at) = report.items.iter().position(|o| retryable(rop, o)) else {
                 return report;
@@ -216,7 +208,7 @@ impl Chain<'_> {
         // Retrying is the rare path: its state lives in a box of its own, so that the future
         // of every call stays small.
         let retrying = Retrying { items, retries, out, pending, error };
-        Box::pin(self.retry_batch(op, retrying, own_limit, f)).await
+        Box::pin(self.retry_batch(op, retrying, f)).await
     }
 
     /// The rounds of a batch after the first attempt left items to retry.
@@ -224,7 +216,6 @@ impl Chain<'_> {
         &self,
         op: Operation,
         retrying: Retrying<'a, '_, I, T>,
-        own_limit: Option<Duration>,
         f: &F,
     ) -> BatchReport<T>
     where
@@ -256,7 +247,7 @@ impl Chain<'_> {
             } else {
                 Cow::Owned(pending.iter().map(|&i| items[i].clone()).collect())
             };
-            let report = self.attempt_batch(op, send, own_limit, f, Instant::now()).await;
+            let report = self.attempt_batch(op, send, f, Instant::now()).await;
             if report.items.len() != pending.len() {
                 let e = length_mismatch(op, report.items.len(), pending.len());
                 for &i in &pending {
@@ -281,7 +272,6 @@ impl Chain<'_> {
         &self,
         op: Operation,
         items: Cow<'a, [I]>,
-        own_limit: Option<Duration>,
         f: &F,
         started: Instant,
     ) -> BatchReport<T>
@@ -296,13 +286,13 @@ impl Chain<'_> {
             Some(Err(e)) => return BatchReport::all_failed(n, &e),
             None => None,
         };
-        let report = match self.timeout.and_then(|t| Some((t, t.deadline(started, n, own_limit)?)))
-        {
-            Some((t, deadline)) => tokio::time::timeout_at(deadline, f(items))
-                .await
-                .unwrap_or_else(|_| BatchReport::all_failed(n, &t.elapsed(op, n))),
-            None => f(items).await,
-        };
+        let report =
+            match self.timeout.and_then(|t| Some((t, t.deadline(started, n, self.own_limit)?))) {
+                Some((t, deadline)) => tokio::time::timeout_at(deadline, f(items))
+                    .await
+                    .unwrap_or_else(|_| BatchReport::all_failed(n, &t.elapsed(op, n))),
+                None => f(items).await,
+            };
         if let Some(p) = permit {
             BreakerPolicy::settle_batch(p, &report);
         }
