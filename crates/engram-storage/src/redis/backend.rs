@@ -12,7 +12,7 @@ use engram_config::{Durability, RedisConfig};
 use fred::bytes::Bytes;
 use fred::clients::{Client, Pipeline};
 use fred::prelude::{ClientLike, Error as FredError, HashesInterface, KeysInterface, Value};
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, CustomCommand, Key};
 use futures::StreamExt;
 
 use super::codec;
@@ -64,7 +64,7 @@ pub enum OnTimeoutPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisBackendOptions {
     /// Records (or ids) sent together in a batch: writes and deletes as one pipeline (one round
-    /// trip under one command timeout), reads as that many concurrent `HGETALL`s. Default:
+    /// trip under one command timeout), reads as that many concurrent `HMGET`s. Default:
     /// [`DEFAULT_WRITE_CHUNK`].
     pub batch_chunk: usize,
     /// Server-side time limit of one search or count (`FT.SEARCH ... TIMEOUT`), or `None` for
@@ -137,6 +137,10 @@ impl Default for RedisBackendOptions {
 struct Ready {
     schema: IndexSchema,
     codec: KeyCodec,
+    /// The fields a read by id asks for, in order ([`codec::read_fields`]).
+    read_fields: Vec<Key>,
+    /// Their names, in the same order.
+    read_names: Vec<String>,
     /// Why this connection may not run `MULTI`/`EXEC` (an ACL without them), found by
     /// `ensure_index`: batch writes then fail with it before anything is sent.
     no_transactions: Option<StorageError>,
@@ -156,8 +160,10 @@ struct Ready {
 ///   ([`scripts::WRITE`]). Batches are pipelined in chunks of
 ///   [`RedisBackendOptions::batch_chunk`], `CHUNKS_IN_FLIGHT` at a time, with one result per
 ///   record.
-/// - Reads by id: typed `HGETALL`s, a chunk's all queued at once so that fred writes them
-///   together (a pipeline would cost one socket write per command).
+/// - Reads by id: typed `HMGET`s of the record's fields ([`codec::read_fields`]: the reply
+///   carries no field names and the client builds no map of it), a chunk's all queued at
+///   once so that fred writes them together (a pipeline would cost one socket write per
+///   command).
 /// - Durability: with `redis.durability = "waitaof"` every write pipeline (puts,
 ///   compare-and-set, deletes, touches) ends with `WAITAOF 1 0 <durability_timeout>` on the
 ///   same connection; its writes are reported written only when the server confirms the
@@ -226,7 +232,7 @@ fn to_info(v: Value) -> Info {
     }
 }
 
-/// Field/value pairs of an `HGETALL` or search result (RESP2 flat array, or a map).
+/// Field/value pairs of a search result (RESP2 flat array, or a map).
 fn field_pairs(v: Value, op: Operation) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
     let items = match v {
         Value::Array(items) => items,
@@ -246,6 +252,32 @@ fn field_pairs(v: Value, op: Operation) -> Result<Vec<(String, Vec<u8>)>, Storag
         out.push((name, value));
     }
     Ok(out)
+}
+
+/// The fields present in an `HMGET` reply, paired with their names (`names`, in the order
+/// asked); none when the key does not exist.
+fn read_values(
+    v: Value,
+    names: &[String],
+    op: Operation,
+) -> Result<Vec<(&str, Vec<u8>)>, StorageError> {
+    let Value::Array(values) = v else {
+        return Err(protocol(op, "HMGET did not return an array"));
+    };
+    if values.len() != names.len() {
+        return Err(protocol(op, "HMGET returned another number of values than asked"));
+    }
+    Ok(names
+        .iter()
+        .zip(values)
+        .filter_map(|(name, value)| match value {
+            Value::Null => None,
+            // Binary values that happen to be UTF-8 arrive as strings: go through bytes.
+            value => {
+                Some((name.as_str(), value.into_bytes().map(|b| b.to_vec()).unwrap_or_default()))
+            }
+        })
+        .collect())
 }
 
 /// One outcome per pipelined item: the reply, the error, or `None` when not attempted.
@@ -547,13 +579,16 @@ impl RedisBackend {
         .await
     }
 
-    /// `HGETALL` of every key, as concurrent typed commands on one connection, in chunks (see
-    /// [`Self::in_chunks`]); a chunk whose every read failed counts as failed whole.
-    async fn hgetall_each(&self, keys: Vec<String>) -> Outcomes {
+    /// `HMGET` of `fields` from every key, as concurrent typed commands on one connection, in
+    /// chunks (see [`Self::in_chunks`]); a chunk whose every read failed counts as failed
+    /// whole.
+    async fn hmget_each(&self, keys: Vec<String>, fields: &[Key]) -> Outcomes {
         let client = self.conn.pool().next();
         self.in_chunks(keys, self.options.batch_chunk, |chunk| async move {
-            let replies: Vec<Result<Value, FredError>> =
-                futures::future::join_all(chunk.into_iter().map(|k| client.hgetall(k))).await;
+            let replies: Vec<Result<Value, FredError>> = futures::future::join_all(
+                chunk.into_iter().map(|k| client.hmget(k, fields.to_vec())),
+            )
+            .await;
             match replies.iter().find_map(|r| r.as_ref().err()) {
                 Some(e) if replies.iter().all(Result::is_err) => Err(e.clone()),
                 _ => Ok(replies),
@@ -1173,10 +1208,13 @@ impl StorageBackend for RedisBackend {
         self.load_script(&self.write, op).await?;
         self.load_script(&self.touch, op).await?;
         let no_transactions = self.check_transactions(op).await?;
+        let read_names = codec::read_fields(schema);
         *self.ready.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
             Some(Arc::new(Ready {
                 schema: schema.clone(),
                 codec: KeyCodec::new(schema.key_prefix.clone()),
+                read_fields: read_names.iter().map(|n| Key::from(n.as_str())).collect(),
+                read_names,
                 no_transactions,
             }));
         Ok(status)
@@ -1271,14 +1309,14 @@ impl StorageBackend for RedisBackend {
             Err(report) => return report,
         };
         let keys = ids.iter().map(|id| ready.codec.key(namespace, id)).collect();
-        let outcomes = self.hgetall_each(keys).await;
+        let outcomes = self.hmget_each(keys, &ready.read_fields).await;
         let now = Timestamp::now();
         let items = ids
             .iter()
             .zip(outcomes)
             .map(|(id, o)| {
                 outcome(o, op).and_then(|v| {
-                    let decoded = field_pairs(v, op).and_then(|fields| {
+                    let decoded = read_values(v, &ready.read_names, op).and_then(|fields| {
                         if fields.is_empty() {
                             return Ok(None);
                         }
@@ -1546,7 +1584,7 @@ impl StorageBackend for RedisBackend {
         self.conn.ping().await
     }
 
-    /// A read of up to one chunk of ids: one `HGETALL` per id, all written on the call's first
+    /// A read of up to one chunk of ids: one `HMGET` per id, all written on the call's first
     /// poll, each ended by the client after `redis.command_timeout`; what follows (decoding)
     /// waits for nothing. Other calls run several commands one after another (a script
     /// reloaded, a plan's estimate, chunks in turn), so they are not bounded here.
@@ -1634,5 +1672,25 @@ mod tests {
         assert_eq!(pairs[0], ("__vec".to_owned(), vec![0, 0, 0, 0]));
         assert_eq!(pairs[1], ("__payload".to_owned(), vec![0xff, 0]));
         assert!(field_pairs(Value::Array(vec![Value::from("x")]), Operation::Get).is_err());
+    }
+
+    #[test]
+    fn read_values_pair_present_fields_with_their_names() {
+        let names: Vec<String> = ["__vec", "__exp", "__payload"].map(String::from).into();
+        let v = Value::Array(vec![
+            Value::from("\0\0\0\0"),
+            Value::Null,
+            Value::Bytes(Bytes::from_static(&[0xff, 0])),
+        ]);
+        let got = read_values(v, &names, Operation::Get).unwrap();
+        assert_eq!(got, vec![("__vec", vec![0, 0, 0, 0]), ("__payload", vec![0xff, 0])]);
+        // A key that does not exist: every value is nil.
+        let missing = Value::Array(vec![Value::Null, Value::Null, Value::Null]);
+        assert!(read_values(missing, &names, Operation::Get).unwrap().is_empty());
+        let short = Value::Array(vec![Value::Null]);
+        assert_eq!(
+            read_values(short, &names, Operation::Get).unwrap_err().kind(),
+            ErrorKind::Protocol
+        );
     }
 }

@@ -136,16 +136,27 @@ fn split_tags(s: &str) -> Vec<String> {
     if s.is_empty() { Vec::new() } else { s.split(TAG_SEPARATOR).map(str::to_owned).collect() }
 }
 
+/// The hash fields a read by id asks for (`HMGET`), in this order: engram's own, then the
+/// schema's. Reading them by name rather than with `HGETALL` leaves the names out of the
+/// reply, and the client builds no map of it.
+pub(crate) fn read_fields(schema: &IndexSchema) -> Vec<String> {
+    [NS, EXP, VER, PAYLOAD, ACC_N, ACC_T, VEC]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(schema.fields.iter().map(|f| f.name.clone()))
+        .collect()
+}
+
 /// Rebuilds a record from its hash fields. Fields the schema does not declare are ignored.
 ///
 /// # Errors
 /// [`ErrorKind::Protocol`] when a field of the backend's own cannot be decoded (a hash not
 /// written by engram, or damaged), naming the field but never its content.
-pub(crate) fn decode(
+pub(crate) fn decode<N: AsRef<str> + Into<String>>(
     schema: &IndexSchema,
     namespace: &Namespace,
     id: &RecordId,
-    fields: Vec<(String, Vec<u8>)>,
+    fields: impl IntoIterator<Item = (N, Vec<u8>)>,
     op: Operation,
 ) -> Result<Record, StorageError> {
     let bad = |field: &str, why: &str| {
@@ -163,7 +174,7 @@ pub(crate) fn decode(
     let mut fields_out = BTreeMap::new();
     let mut saw_version = false;
     for (name, value) in fields {
-        match name.as_str() {
+        match name.as_ref() {
             NS => {
                 if value != namespace.as_str().as_bytes() {
                     return Err(bad(NS, "names another namespace than the key"));
@@ -198,16 +209,16 @@ pub(crate) fn decode(
                     .ok_or_else(|| bad(VEC, "is not a whole number of FLOAT32 elements"))?;
                 record.vector = Some(v);
             }
-            _ => {
-                let Some(spec) = schema.field(&name) else { continue };
+            other => {
+                let Some(spec) = schema.field(other) else { continue };
                 let v = match spec.kind {
-                    FieldKind::Tag => FieldValue::Tags(split_tags(&text(&name, value)?)),
+                    FieldKind::Tag => FieldValue::Tags(split_tags(&text(other, value)?)),
                     FieldKind::Numeric => FieldValue::Numeric(
-                        text(&name, value)?.parse().map_err(|_| bad(&name, "is not a number"))?,
+                        text(other, value)?.parse().map_err(|_| bad(other, "is not a number"))?,
                     ),
-                    FieldKind::Text => FieldValue::Text(text(&name, value)?),
+                    FieldKind::Text => FieldValue::Text(text(other, value)?),
                 };
-                fields_out.insert(name, v);
+                fields_out.insert(name.into(), v);
             }
         }
     }
@@ -274,7 +285,8 @@ mod tests {
         let e = decode(&schema(), &ns, &id, fields, Operation::Get).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol);
         assert!(e.message().contains("__vec"), "{e}");
-        let e = decode(&schema(), &ns, &id, vec![], Operation::Get).unwrap_err();
+        let e = decode(&schema(), &ns, &id, Vec::<(String, Vec<u8>)>::new(), Operation::Get)
+            .unwrap_err();
         assert!(e.message().contains("__ver"), "{e}");
     }
 
