@@ -746,6 +746,12 @@ impl RedisBackend {
         }
     }
 
+    /// The hash fields a read by id asks for with `HMGET`, in order, once `ensure_index` has
+    /// run: for measuring the server with the same commands (`redis-benchmark`).
+    pub fn read_fields(&self) -> Option<Vec<String>> {
+        self.ready(Operation::Get).ok().map(|r| r.read_names.clone())
+    }
+
     /// The `FT.SEARCH` arguments (after the command name) that [`StorageBackend::search`]
     /// sends first for `q`, plan included: for measuring the server with the same commands
     /// (`redis-cli --pipe`), and for explaining a query. May read the size estimate of the
