@@ -506,7 +506,7 @@ impl RedisBackend {
     /// not hide the others. An item's outcome is its first error, else its last reply (the
     /// `EXEC` of a transaction).
     ///
-    /// For writes (reads go through [`Self::hgetall_each`]): under [`Durability::WaitAof`] each
+    /// For writes (reads go through [`Self::hmget_each`]): under [`Durability::WaitAof`] each
     /// chunk ends with `WAITAOF 1 0 <timeout>` on the same connection, and the chunk's
     /// successful replies become timeouts unless the server confirms the local fsync.
     async fn pipelined(&self, items: Vec<Vec<Cmd>>, per_chunk: usize) -> Outcomes {
