@@ -1,6 +1,6 @@
 //! The server's own ceiling, measured with its C clients on the same server in the same run:
-//! `redis-benchmark` (HSET of the same payload size, HGETALL and HMGET) and `redis-cli --pipe` (the same
-//! HSET or FT.SEARCH commands as engram sends, as raw RESP).
+//! `redis-benchmark` (HSET of the same payload size, HGETALL and HMGET) and `redis-cli --pipe`
+//! (the same HSET or FT.SEARCH commands as engram sends, as raw RESP).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

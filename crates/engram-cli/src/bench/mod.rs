@@ -13,9 +13,10 @@
 //! The ceiling is the server's own C clients on the same server in the same run:
 //! `redis-cli --pipe` of the same HSET and FT.SEARCH commands, and `redis-benchmark` HSET of
 //! the same sizes and HGETALL of the same keys (with, for reference, HMGET of the fields
-//! engram reads); each figure is reported with its ratio to its ceiling. Data: clustered vectors generated here by default, or `--dataset DIR` in the
-//! format of `shared/bench-data/README.md` (recall against its ground truth). Every index and
-//! key the benchmark creates is removed at the end.
+//! engram reads); each figure is reported with its ratio to its ceiling. Data: clustered
+//! vectors generated here by default, or `--dataset DIR` in the format of
+//! `shared/bench-data/README.md` (recall against its ground truth). Every index and key the
+//! benchmark creates is removed at the end.
 
 pub mod ceiling;
 pub mod data;

@@ -868,12 +868,7 @@ impl RedisBackend {
         args.push(text("PARAMS"));
         args.push(text(params.len().to_string()));
         args.extend(params);
-        let mut returned: Vec<String> =
-            [codec::EXP, codec::VER, codec::PAYLOAD, codec::ACC_N, codec::ACC_T, codec::VEC]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect();
-        returned.extend(schema.fields.iter().map(|f| f.name.clone()));
+        let mut returned: Vec<String> = codec::record_fields(schema).collect();
         returned.push(codec::DIST.to_owned());
         args.extend([
             text("SORTBY"),

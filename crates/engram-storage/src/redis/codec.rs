@@ -136,15 +136,20 @@ fn split_tags(s: &str) -> Vec<String> {
     if s.is_empty() { Vec::new() } else { s.split(TAG_SEPARATOR).map(str::to_owned).collect() }
 }
 
-/// The hash fields a read by id asks for (`HMGET`), in this order: engram's own, then the
-/// schema's. Reading them by name rather than with `HGETALL` leaves the names out of the
-/// reply, and the client builds no map of it.
-pub(crate) fn read_fields(schema: &IndexSchema) -> Vec<String> {
-    [NS, EXP, VER, PAYLOAD, ACC_N, ACC_T, VEC]
-        .iter()
-        .map(|s| (*s).to_owned())
+/// The hash fields [`decode`] rebuilds a record from, besides the namespace (which a search
+/// checks on the key instead): engram's own, then the schema's.
+pub(crate) fn record_fields(schema: &IndexSchema) -> impl Iterator<Item = String> + '_ {
+    [EXP, VER, PAYLOAD, ACC_N, ACC_T, VEC]
+        .into_iter()
+        .map(str::to_owned)
         .chain(schema.fields.iter().map(|f| f.name.clone()))
-        .collect()
+}
+
+/// The hash fields a read by id asks for (`HMGET`), in this order: the namespace, then
+/// [`record_fields`]. Reading them by name rather than with `HGETALL` leaves the names out of
+/// the reply, and the client builds no map of it.
+pub(crate) fn read_fields(schema: &IndexSchema) -> Vec<String> {
+    std::iter::once(NS.to_owned()).chain(record_fields(schema)).collect()
 }
 
 /// Rebuilds a record from its hash fields. Fields the schema does not declare are ignored.
