@@ -457,9 +457,15 @@ impl RetryLoop<'_> {
 
     /// Waits `delay` on the retrier's clock (at once for a zero delay).
     pub async fn wait(&self, delay: Duration) {
-        if !delay.is_zero() {
-            self.retrier.clock.sleep(delay).await;
+        if let Some(sleep) = self.sleep(delay) {
+            sleep.await;
         }
+    }
+
+    /// The wait of `delay` on the retrier's clock, as a future that borrows nothing (for a
+    /// caller that keeps it beside this loop); `None` for a zero delay.
+    pub fn sleep(&self, delay: Duration) -> Option<crate::Sleep> {
+        (!delay.is_zero()).then(|| self.retrier.clock.sleep(delay))
     }
 }
 

@@ -23,8 +23,9 @@
 //!
 //! For instruction counts, `ENGRAM_BENCH_CASE=<case> ENGRAM_BENCH_CALLS=<n>` skips criterion
 //! and makes `n` calls of one case on a current-thread runtime (cases: `get_bare`,
-//! `get_layered`, `get_bare_yield`, `get_layered_yield`, `get_layered_recorder`,
-//! `count_bare`, `count_layered`). Run it under `valgrind --tool=callgrind` with two values
+//! `get_layered`, `get_bare_yield`, `get_layered_yield`, `get_bare_limit`, `get_layered_limit`
+//! (yielding, but the backend ends single gets itself as the Redis backend does, so no timer
+//! is armed), `get_layered_recorder`, `count_bare`, `count_layered`). Run it under `valgrind --tool=callgrind` with two values
 //! of `n`: the difference of the totals divided by the difference of `n` is the cost of one
 //! call, without the setup.
 
@@ -52,9 +53,10 @@ use metrics_util::registry::{Registry, Storage};
 use tokio::runtime::Runtime;
 
 /// Forwards to the in-process backend, yielding once first, as a network backend does: the
-/// first poll is pending, so the layers' timers are armed.
+/// first poll is pending, so the layers' timers are armed, unless the backend claims its own
+/// limit for single gets (the second field), as the Redis backend does.
 #[derive(Debug)]
-struct Yielding(Arc<dyn StorageBackend>);
+struct Yielding(Arc<dyn StorageBackend>, Option<Duration>);
 
 #[async_trait]
 impl StorageBackend for Yielding {
@@ -122,6 +124,9 @@ impl StorageBackend for Yielding {
     }
     async fn describe(&self) -> Result<BackendInfo, StorageError> {
         self.0.describe().await
+    }
+    fn call_limit(&self, op: engram_storage::Operation, items: usize) -> Option<Duration> {
+        self.1.filter(|_| op == engram_storage::Operation::Get && items == 1)
     }
 }
 
@@ -195,6 +200,9 @@ struct Fixture {
     stack: Arc<dyn StorageBackend>,
     bare_yield: Arc<dyn StorageBackend>,
     stack_yield: Arc<dyn StorageBackend>,
+    /// Yielding, ending single gets itself as the Redis backend does (no timer armed).
+    bare_limit: Arc<dyn StorageBackend>,
+    stack_limit: Arc<dyn StorageBackend>,
 }
 
 fn stack(backend: Arc<dyn StorageBackend>) -> Arc<dyn StorageBackend> {
@@ -215,12 +223,16 @@ fn fixture(rt: &Runtime) -> Fixture {
     rt.block_on(bare.ensure_index(&schema)).expect("index");
     let ns = Namespace::new("bench").expect("ns");
     rt.block_on(bare.put(record(&ns, "r1", [1.0, 0.5, 0.0, 0.0]))).expect("put");
-    let bare_yield: Arc<dyn StorageBackend> = Arc::new(Yielding(bare.clone()));
+    let bare_yield: Arc<dyn StorageBackend> = Arc::new(Yielding(bare.clone(), None));
+    let bare_limit: Arc<dyn StorageBackend> =
+        Arc::new(Yielding(bare.clone(), Some(Duration::from_secs(1))));
     Fixture {
         ns,
         id: RecordId::new("r1").expect("id"),
         stack: stack(bare.clone()),
         stack_yield: stack(bare_yield.clone()),
+        stack_limit: stack(bare_limit.clone()),
+        bare_limit,
         bare,
         bare_yield,
     }
@@ -325,6 +337,8 @@ fn counted(case: &str, calls: u64) {
                 "get_layered" => drop(black_box(f.stack.get(ns, id).await)),
                 "get_bare_yield" => drop(black_box(f.bare_yield.get(ns, id).await)),
                 "get_layered_yield" => drop(black_box(f.stack_yield.get(ns, id).await)),
+                "get_bare_limit" => drop(black_box(f.bare_limit.get(ns, id).await)),
+                "get_layered_limit" => drop(black_box(f.stack_limit.get(ns, id).await)),
                 "get_layered_recorder" => {
                     let call = f.stack_yield.get(ns, id);
                     // The future is polled with the recorder in place on every poll.

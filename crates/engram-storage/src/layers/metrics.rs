@@ -109,37 +109,45 @@ impl MetricsPolicy {
         self
     }
 
-    /// Records the end of a call that started at `start`. Runs inside the operation's span;
-    /// `traced` says whether that span is enabled (and so worth recording into).
+    /// Records the end of a call that started at `start` (with its size when it is a
+    /// `batch` of `keys` items), into the metrics and into `span`, the operation's span (when
+    /// it is enabled).
     pub(super) fn finish(
         &self,
         op: Operation,
         kind: Option<ErrorKind>,
         start: Instant,
         keys: usize,
-        traced: bool,
+        batch: bool,
+        span: &tracing::Span,
     ) {
         let elapsed = start.elapsed();
         let outcome = outcome(kind);
         match OpKeys::of(op) {
-            Some(k) => {
+            // One look-up of the recorder for the duration and the batch size.
+            Some(k) => metrics::with_recorder(|r| {
                 let key = match kind {
                     None => &k.ok,
                     Some(ErrorKind::CircuitOpen) => &k.rejected,
                     Some(_) => &k.error,
                 };
-                histogram(key).record(elapsed.as_secs_f64());
-            }
+                r.register_histogram(key, &METADATA).record(elapsed.as_secs_f64());
+                if batch {
+                    r.register_histogram(&k.batch_size, &METADATA).record(keys as f64);
+                }
+            }),
             None => {
                 histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
                     .record(elapsed.as_secs_f64());
+                if batch {
+                    histogram!(BATCH_SIZE, "operation" => op.as_str()).record(keys as f64);
+                }
             }
         }
         if let Some(stats) = &self.stats {
             stats.record(op.as_str(), outcome, elapsed);
         }
-        if traced {
-            let span = tracing::Span::current();
+        if !span.is_disabled() {
             span.record("outcome", outcome);
             if let Some(kind) = kind {
                 span.record("error.type", kind.as_str());
@@ -176,10 +184,6 @@ static METADATA: Metadata<'static> =
 
 fn histogram(key: &'static Key) -> metrics::Histogram {
     metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
-}
-
-fn counter(key: &'static Key) -> metrics::Counter {
-    metrics::with_recorder(|r| r.register_counter(key, &METADATA))
 }
 
 fn gauge(key: &'static Key) -> metrics::Gauge {
@@ -289,14 +293,6 @@ pub(super) fn record_error(op: Operation, kind: &'static str) {
     counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => kind).increment(1);
 }
 
-/// Records the size of a batch.
-pub(super) fn record_batch_size(op: Operation, n: usize) {
-    match OpKeys::of(op) {
-        Some(k) => histogram(&k.batch_size).record(n as f64),
-        None => histogram!(BATCH_SIZE, "operation" => op.as_str()).record(n as f64),
-    }
-}
-
 /// Counts a batch's failed items by kind and returns the batch's error kind, if any: a batch
 /// is "rejected" only when the breaker refused all of it, so the first kind that is not a
 /// rejection wins, else the first kind.
@@ -330,8 +326,15 @@ impl Policy for MetricsPolicy {
     }
 
     fn on_get(&self, hits: usize, misses: usize) {
-        counter(&GET_HIT).increment(hits as u64);
-        counter(&GET_MISS).increment(misses as u64);
+        // One look-up of the recorder for both, and none of a counter left as it is.
+        metrics::with_recorder(|r| {
+            if hits > 0 {
+                r.register_counter(&GET_HIT, &METADATA).increment(hits as u64);
+            }
+            if misses > 0 {
+                r.register_counter(&GET_MISS, &METADATA).increment(misses as u64);
+            }
+        });
     }
 }
 

@@ -1,5 +1,5 @@
 //! The path of a call through the layers: the four policies applied, in the documented
-//! order, by one async function per step.
+//! order, by one hand-written future per call.
 //!
 //! [`Chain`] holds the policies that are present. A call runs `metrics` (in-flight gauge,
 //! span, timing), then the retry loop, whose every attempt is the breaker's admission, the
@@ -9,28 +9,36 @@
 //! the first attempt (the steps in between take well under a microsecond); each retry reads
 //! it again for its own deadline.
 //!
-//! The steps call one another with small arguments (references, the items), never with a
-//! future: a future passed by value into an `async fn` is stored in its caller's state and
-//! again in the callee's, so nesting four policies that each took the next one's future made
-//! the future of one `get` several kilobytes, copied on every move and allocated on every
-//! call.
+//! A call is one future, [`CallFuture`] or [`BatchFuture`], holding the policies' state
+//! (span, in-flight gauge, retry loop, permit, timer) beside the backend's future. Written as
+//! `async fn`s nested one per step, the same steps cost about a thousand instructions per
+//! call in moves between their states and in polls through each level (measured with
+//! callgrind, see `benches/layers.rs`), more than the policies' own work. The timer is boxed
+//! and armed only when the backend does not end the call itself, since tokio's is a few
+//! hundred bytes; a batch's rounds of retries, which few batches need, are an `async fn` in
+//! a box of their own.
 
 use std::borrow::Cow;
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::marker::PhantomData;
+use std::mem;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use engram_resilience::RetryLoop;
-use tokio::time::Instant;
-use tracing::Instrument;
+use engram_resilience::{Operation as RetryOperation, Permit, RetryLoop, Sleep as Wait};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tracing::Span;
 
 use super::breaker::BreakerPolicy;
-use super::metrics::{InFlight, MetricsPolicy, batch_outcome, record_batch_size, record_error};
+use super::metrics::{InFlight, MetricsPolicy, batch_outcome, record_error};
 use super::retry::{
     RetryPolicy, length_mismatch, merge, operation, persist, retry_error, retryable,
 };
 use super::timeout::TimeoutPolicy;
 use crate::backend::{BatchReport, ItemOutcome};
-use crate::error::{Operation, StorageError};
+use crate::error::{ErrorKind, Operation, StorageError};
 
 /// A batch whose first attempt left items to retry.
 struct Retrying<'a, 'r, I: Clone, T> {
@@ -45,6 +53,33 @@ struct Retrying<'a, 'r, I: Clone, T> {
     error: StorageError,
 }
 
+impl<'a, 'r, I: Clone, T> Retrying<'a, 'r, I, T> {
+    /// After the first attempt of a batch of `items`: its report when no item needs a retry,
+    /// else the state of the rounds to come.
+    fn after_first(
+        op: Operation,
+        rop: RetryOperation,
+        items: Cow<'a, [I]>,
+        retries: RetryLoop<'r>,
+        report: BatchReport<T>,
+    ) -> Result<BatchReport<T>, Box<Self>> {
+        let n = items.len();
+        let (out, pending, error) = if report.items.len() == n {
+            let Some(at) = report.items.iter().position(|o| retryable(rop, o)) else {
+                return Ok(report);
+            };
+            let error = retry_error(op, &report.items[at]);
+            let pending = (at..n).filter(|&i| retryable(rop, &report.items[i])).collect();
+            (report.items, pending, error)
+        } else {
+            let e = length_mismatch(op, report.items.len(), n);
+            let out = (0..n).map(|_| ItemOutcome::Failed(e.duplicate())).collect();
+            (out, (0..n).collect(), e)
+        };
+        Err(Box::new(Self { items, retries, out, pending, error }))
+    }
+}
+
 /// The policies a call goes through, outermost first; `None` for a layer that is absent.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Chain<'p> {
@@ -57,173 +92,97 @@ pub(super) struct Chain<'p> {
     pub(super) own_limit: Option<Duration>,
 }
 
-impl Chain<'_> {
+/// The timer of an attempt, boxed so that a call's future stays small when none is armed.
+type Timer = Option<Pin<Box<Sleep>>>;
+
+/// Whether `timer` (when there is one) has fired.
+fn fired(timer: &mut Timer, cx: &mut Context<'_>) -> bool {
+    timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready())
+}
+
+impl<'p> Chain<'p> {
     /// Runs a single call (`f` is called once per attempt).
-    pub(super) async fn call<T, F, Fut>(&self, op: Operation, f: &F) -> Result<T, StorageError>
+    pub(super) fn call<T, F, Fut>(self, op: Operation, f: F) -> CallFuture<'p, T, F, Fut>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StorageError>>,
     {
-        let Some(m) = self.metrics else {
-            return self.retried(op, f, Instant::now()).await;
-        };
-        let _in_flight = InFlight::start(op);
-        let span = m.span(op, 1);
-        let traced = !span.is_disabled();
-        let run = async {
-            let start = Instant::now();
-            let result = self.retried(op, f, start).await;
-            m.finish(op, result.as_ref().err().map(StorageError::kind), start, 1, traced);
-            result
-        };
-        // A disabled span is not entered and left on every poll.
-        let result = if traced { run.instrument(span).await } else { run.await };
-        result.inspect_err(|e| record_error(op, e.kind().as_str()))
-    }
-
-    /// The retry loop around attempts of a single call that started at `start`.
-    async fn retried<T, F, Fut>(
-        &self,
-        op: Operation,
-        f: &F,
-        start: Instant,
-    ) -> Result<T, StorageError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, StorageError>>,
-    {
-        let Some(r) = self.retry else {
-            return self.attempt(op, f, start).await;
-        };
-        let mut retries = r.retrier().start(operation(op));
-        let mut started = start;
-        loop {
-            match self.attempt(op, f, started).await {
-                Ok(value) => return Ok(value),
-                Err(error) => match retries.after_error(error) {
-                    Ok(delay) => retries.wait(delay).await,
-                    Err(gave_up) => return Err(persist(gave_up)),
-                },
-            }
-            started = Instant::now();
+        CallFuture {
+            run: Run::new(self, op),
+            f,
+            stage: Stage::Start,
+            permit: None,
+            timer: None,
+            call: None,
+            wait: None,
+            out: PhantomData,
         }
-    }
-
-    /// One attempt of a single call, started at `started`: admission, the call under the
-    /// timeout (unless the backend's own limit is within it), the record.
-    async fn attempt<T, F, Fut>(
-        &self,
-        op: Operation,
-        f: &F,
-        started: Instant,
-    ) -> Result<T, StorageError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<T, StorageError>>,
-    {
-        let permit = match self.breaker {
-            Some(b) => Some(b.admit(op)?),
-            None => None,
-        };
-        let result =
-            match self.timeout.and_then(|t| Some((t, t.deadline(started, 0, self.own_limit)?))) {
-                Some((t, deadline)) => tokio::time::timeout_at(deadline, f())
-                    .await
-                    .unwrap_or_else(|_| Err(t.elapsed(op, 0))),
-                None => f().await,
-            };
-        if let Some(p) = permit {
-            BreakerPolicy::settle(p, &result);
-        }
-        result
     }
 
     /// Runs a batch; `f` receives the items to send and reports one outcome per item.
-    pub(super) async fn batch<'a, I, T, F, Fut>(
-        &self,
+    pub(super) fn batch<'a, I, T, F, Fut>(
+        self,
         op: Operation,
         items: Cow<'a, [I]>,
-        f: &F,
-    ) -> BatchReport<T>
+        f: F,
+    ) -> BatchFuture<'a, I, T, F, Fut>
     where
+        'p: 'a,
         I: Clone,
         F: Fn(Cow<'a, [I]>) -> Fut,
         Fut: Future<Output = BatchReport<T>>,
     {
-        let Some(m) = self.metrics else {
-            return self.retried_batch(op, items, f, Instant::now()).await;
-        };
-        let n = items.len();
-        let _in_flight = InFlight::start(op);
-        record_batch_size(op, n);
-        let span = m.span(op, n);
-        let traced = !span.is_disabled();
-        let run = async {
-            let start = Instant::now();
-            let report = self.retried_batch(op, items, f, start).await;
-            m.finish(op, batch_outcome(op, &report), start, n, traced);
-            report
-        };
-        if traced { run.instrument(span).await } else { run.await }
+        BatchFuture {
+            run: Run::new(self, op),
+            n: items.len(),
+            items,
+            f: Some(f),
+            stage: Stage::Start,
+            permit: None,
+            timer: None,
+            call: None,
+            rounds: None,
+        }
     }
 
-    /// The retry loop of a batch: each round re-sends only the items that failed with a
-    /// retryable error (or were not attempted); the whole batch is one call for the budget.
-    ///
-    /// The first attempt sends the items as given (borrowed items are lent, not copied) and,
-    /// when no item needs a retry, its report is returned as it is: per-item bookkeeping
-    /// starts only once an attempt leaves items to retry.
-    async fn retried_batch<'a, I, T, F, Fut>(
+    /// An attempt of `op` on `items` items started at `started`: the breaker's permit (none
+    /// without a breaker) and the timer (none without a timeout, or when the backend's own
+    /// limit is within it).
+    fn attempt(
         &self,
         op: Operation,
-        items: Cow<'a, [I]>,
-        f: &F,
-        start: Instant,
-    ) -> BatchReport<T>
-    where
-        I: Clone,
-        F: Fn(Cow<'a, [I]>) -> Fut,
-        Fut: Future<Output = BatchReport<T>>,
-    {
-        let Some(r) = self.retry else {
-            return self.attempt_batch(op, items, f, start).await;
-        };
-        let rop = operation(op);
-        let n = items.len();
-        let retries = r.retrier().start(rop);
-        // An owned batch is copied, since a retry may need it again.
-        let report = self.attempt_batch(op, items.clone(), f, start).await;
-        let (out, pending, error) = if report.items.len() == n {
-            let Some(at) = report.items.iter().position(|o| retryable(rop, o)) else {
-                return report;
-            };
-            let error = retry_error(op, &report.items[at]);
-            let pending = (at..n).filter(|&i| retryable(rop, &report.items[i])).collect();
-            (report.items, pending, error)
-        } else {
-            let e = length_mismatch(op, report.items.len(), n);
-            let out = (0..n).map(|_| ItemOutcome::Failed(e.duplicate())).collect();
-            (out, (0..n).collect(), e)
-        };
-        // Retrying is the rare path: its state lives in a box of its own, so that the future
-        // of every call stays small.
-        let retrying = Retrying { items, retries, out, pending, error };
-        Box::pin(self.retry_batch(op, retrying, f)).await
+        started: Instant,
+        items: usize,
+    ) -> Result<(Option<Permit<'p>>, Timer), StorageError> {
+        let permit = self.breaker.map(|b| b.admit(op)).transpose()?;
+        let timer = self
+            .timeout
+            .and_then(|t| t.deadline(started, items, self.own_limit))
+            .map(|deadline| Box::pin(sleep_until(deadline)));
+        Ok((permit, timer))
+    }
+
+    /// The error of an attempt of `op` on `items` items whose timer fired.
+    fn elapsed(&self, op: Operation, items: usize) -> StorageError {
+        match self.timeout {
+            Some(t) => t.elapsed(op, items),
+            None => StorageError::new(ErrorKind::Timeout, op, "no answer in time"),
+        }
     }
 
     /// The rounds of a batch after the first attempt left items to retry.
     async fn retry_batch<'a, I, T, F, Fut>(
-        &self,
+        self,
         op: Operation,
-        retrying: Retrying<'a, '_, I, T>,
-        f: &F,
+        retrying: Box<Retrying<'a, 'p, I, T>>,
+        f: F,
     ) -> BatchReport<T>
     where
         I: Clone,
         F: Fn(Cow<'a, [I]>) -> Fut,
         Fut: Future<Output = BatchReport<T>>,
     {
-        let Retrying { items, mut retries, mut out, mut pending, mut error } = retrying;
+        let Retrying { items, mut retries, mut out, mut pending, mut error } = *retrying;
         let rop = operation(op);
         let n = items.len();
         loop {
@@ -247,7 +206,7 @@ impl Chain<'_> {
             } else {
                 Cow::Owned(pending.iter().map(|&i| items[i].clone()).collect())
             };
-            let report = self.attempt_batch(op, send, f, Instant::now()).await;
+            let report = self.attempt_batch(op, send, &f, Instant::now()).await;
             if report.items.len() != pending.len() {
                 let e = length_mismatch(op, report.items.len(), pending.len());
                 for &i in &pending {
@@ -281,21 +240,289 @@ impl Chain<'_> {
         Fut: Future<Output = BatchReport<T>>,
     {
         let n = items.len();
-        let permit = match self.breaker.map(|b| b.admit(op)) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(e)) => return BatchReport::all_failed(n, &e),
-            None => None,
+        let (permit, mut timer) = match self.attempt(op, started, n) {
+            Ok(attempt) => attempt,
+            Err(rejected) => return BatchReport::all_failed(n, &rejected),
         };
-        let report =
-            match self.timeout.and_then(|t| Some((t, t.deadline(started, n, self.own_limit)?))) {
-                Some((t, deadline)) => tokio::time::timeout_at(deadline, f(items))
-                    .await
-                    .unwrap_or_else(|_| BatchReport::all_failed(n, &t.elapsed(op, n))),
-                None => f(items).await,
-            };
+        let mut call = pin!(f(items));
+        let report = poll_fn(|cx| match call.as_mut().poll(cx) {
+            Poll::Pending if fired(&mut timer, cx) => {
+                Poll::Ready(BatchReport::all_failed(n, &self.elapsed(op, n)))
+            }
+            other => other,
+        })
+        .await;
         if let Some(p) = permit {
             BreakerPolicy::settle_batch(p, &report);
         }
         report
     }
 }
+
+/// Where a call's future is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not polled yet.
+    Start,
+    /// To make the next attempt.
+    Attempt,
+    /// An attempt's call is running.
+    Calling,
+    /// Waiting before the next attempt (single calls) or running the rounds of retries
+    /// (batches).
+    Retrying,
+    /// Ended.
+    Done,
+}
+
+/// What a call does before its first attempt and after its last (metrics, the retry loop):
+/// the same for single calls and batches.
+struct Run<'p> {
+    chain: Chain<'p>,
+    op: Operation,
+    /// The span of the call (disabled when nothing listens at debug level).
+    span: Span,
+    /// Counts the call in flight until the call ends.
+    in_flight: Option<InFlight>,
+    /// When the call started: its first poll.
+    start: Option<Instant>,
+    retries: Option<RetryLoop<'p>>,
+}
+
+impl<'p> Run<'p> {
+    fn new(chain: Chain<'p>, op: Operation) -> Self {
+        Self { chain, op, span: Span::none(), in_flight: None, start: None, retries: None }
+    }
+
+    /// Starts the call on `keys` keys, at its first poll: the span, the in-flight gauge, the
+    /// clock, the retry loop (which deposits the call into the retry budget).
+    fn begin(&mut self, keys: usize) -> Instant {
+        let (chain, op) = (self.chain, self.op);
+        if let Some(m) = chain.metrics {
+            self.span = m.span(op, keys);
+            self.in_flight = Some(InFlight::start(op));
+        }
+        let start = Instant::now();
+        self.start = Some(start);
+        self.retries = chain.retry.map(|r| r.retrier().start(operation(op)));
+        start
+    }
+
+    /// Records the end of the call on `keys` keys, whose error kind is `kind`.
+    fn finish(&self, kind: Option<ErrorKind>, keys: usize, batch: bool) {
+        if let (Some(m), Some(start)) = (self.chain.metrics, self.start) {
+            m.finish(self.op, kind, start, keys, batch, &self.span);
+        }
+    }
+}
+
+pin_project! {
+    /// A single call through a [`Chain`], from [`Chain::call`].
+    pub(super) struct CallFuture<'p, T, F, Fut> {
+        run: Run<'p>,
+        f: F,
+        stage: Stage,
+        // The current attempt's permit and timer.
+        permit: Option<Permit<'p>>,
+        timer: Timer,
+        // The current attempt's call, while it runs.
+        #[pin]
+        call: Option<Fut>,
+        // The wait before the next attempt.
+        wait: Option<Wait>,
+        out: PhantomData<fn() -> T>,
+    }
+}
+
+impl<T, F, Fut> Future for CallFuture<'_, T, F, Fut>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StorageError>>,
+{
+    type Output = Result<T, StorageError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let run = this.run;
+        if *this.stage == Stage::Start {
+            run.begin(1);
+            *this.stage = Stage::Attempt;
+        }
+        let (chain, op) = (run.chain, run.op);
+        let _entered = run.span.enter();
+        loop {
+            let result = match *this.stage {
+                Stage::Attempt => {
+                    // The first attempt's deadline counts from the start of the call.
+                    let started = match &run.retries {
+                        Some(r) if r.attempt() > 1 => Instant::now(),
+                        _ => run.start.unwrap_or_else(Instant::now),
+                    };
+                    match chain.attempt(op, started, 0) {
+                        Ok((permit, timer)) => {
+                            *this.permit = permit;
+                            *this.timer = timer;
+                            this.call.set(Some((this.f)()));
+                            *this.stage = Stage::Calling;
+                            continue;
+                        }
+                        Err(rejected) => Err(rejected),
+                    }
+                }
+                Stage::Calling => {
+                    let Some(call) = this.call.as_mut().as_pin_mut() else {
+                        unreachable!("a call runs while calling")
+                    };
+                    match call.poll(cx) {
+                        Poll::Ready(result) => result,
+                        Poll::Pending if fired(this.timer, cx) => Err(chain.elapsed(op, 0)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Stage::Retrying => {
+                    if let Some(wait) = this.wait {
+                        ready!(wait.as_mut().poll(cx));
+                    }
+                    *this.wait = None;
+                    *this.stage = Stage::Attempt;
+                    continue;
+                }
+                Stage::Start | Stage::Done => panic!("a call's future was polled after it ended"),
+            };
+            this.call.set(None);
+            if this.timer.is_some() {
+                *this.timer = None;
+            }
+            if let Some(p) = this.permit.take() {
+                BreakerPolicy::settle(p, &result);
+            }
+            let result = match (&mut run.retries, result) {
+                (Some(retries), Err(error)) => match retries.after_error(error) {
+                    Ok(delay) => {
+                        *this.wait = retries.sleep(delay);
+                        *this.stage = Stage::Retrying;
+                        continue;
+                    }
+                    Err(gave_up) => Err(persist(gave_up)),
+                },
+                (_, result) => result,
+            };
+            *this.stage = Stage::Done;
+            run.finish(result.as_ref().err().map(StorageError::kind), 1, false);
+            if let (Some(_), Err(e)) = (chain.metrics, &result) {
+                record_error(op, e.kind().as_str());
+            }
+            run.in_flight = None;
+            return Poll::Ready(result);
+        }
+    }
+}
+
+/// The rounds of retries of a batch, boxed.
+type Rounds<'a, T> = Pin<Box<dyn Future<Output = BatchReport<T>> + Send + 'a>>;
+
+pin_project! {
+    /// A batch through a [`Chain`], from [`Chain::batch`].
+    pub(super) struct BatchFuture<'a, I, T, F, Fut>
+    where
+        I: Clone,
+    {
+        run: Run<'a>,
+        // The number of items.
+        n: usize,
+        items: Cow<'a, [I]>,
+        // Taken by the rounds of retries, if any.
+        f: Option<F>,
+        stage: Stage,
+        permit: Option<Permit<'a>>,
+        timer: Timer,
+        // The first attempt's call, while it runs.
+        #[pin]
+        call: Option<Fut>,
+        // The rounds of retries, if the first attempt left items to retry.
+        rounds: Option<Rounds<'a, T>>,
+    }
+}
+
+impl<'a, I, T, F, Fut> Future for BatchFuture<'a, I, T, F, Fut>
+where
+    I: Clone + Send + Sync + 'a,
+    T: Send + 'a,
+    F: Fn(Cow<'a, [I]>) -> Fut + Send + Sync + 'a,
+    Fut: Future<Output = BatchReport<T>> + Send + 'a,
+{
+    type Output = BatchReport<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let (run, n) = (this.run, *this.n);
+        let (chain, op) = (run.chain, run.op);
+        let mut first = None;
+        if *this.stage == Stage::Start {
+            first = Some(run.begin(n));
+            *this.stage = Stage::Attempt;
+        }
+        let _entered = run.span.enter();
+        let report = loop {
+            let report = match *this.stage {
+                // The first attempt, as `attempt_batch` makes the others.
+                Stage::Attempt => match chain.attempt(op, first.or(run.start).unwrap_or_else(Instant::now), n) {
+                    Ok((permit, timer)) => {
+                        *this.permit = permit;
+                        *this.timer = timer;
+                        // An owned batch is copied if a retry may need it again.
+                        let send = if run.retries.is_some() {
+                            this.items.clone()
+                        } else {
+                            mem::take(this.items)
+                        };
+                        let Some(f) = this.f.as_ref() else { unreachable!("f is kept") };
+                        this.call.set(Some(f(send)));
+                        *this.stage = Stage::Calling;
+                        continue;
+                    }
+                    Err(rejected) => BatchReport::all_failed(n, &rejected),
+                },
+                Stage::Calling => {
+                    let Some(call) = this.call.as_mut().as_pin_mut() else {
+                        unreachable!("a call runs while calling")
+                    };
+                    match call.poll(cx) {
+                        Poll::Ready(report) => report,
+                        Poll::Pending if fired(this.timer, cx) => {
+                            BatchReport::all_failed(n, &chain.elapsed(op, n))
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Stage::Retrying => {
+                    let Some(rounds) = this.rounds else { unreachable!("rounds run") };
+                    break ready!(rounds.as_mut().poll(cx));
+                }
+                Stage::Start | Stage::Done => panic!("a batch's future was polled after it ended"),
+            };
+            this.call.set(None);
+            if this.timer.is_some() {
+                *this.timer = None;
+            }
+            if let Some(p) = this.permit.take() {
+                BreakerPolicy::settle_batch(p, &report);
+            }
+            let Some(retries) = run.retries.take() else { break report };
+            let items = mem::take(this.items);
+            match Retrying::after_first(op, operation(op), items, retries, report) {
+                Ok(report) => break report,
+                Err(retrying) => {
+                    let Some(f) = this.f.take() else { unreachable!("f is kept") };
+                    *this.rounds = Some(Box::pin(chain.retry_batch(op, retrying, f)));
+                    *this.stage = Stage::Retrying;
+                }
+            }
+        };
+        *this.stage = Stage::Done;
+        run.finish(batch_outcome(op, &report), n, true);
+        run.in_flight = None;
+        Poll::Ready(report)
+    }
+}
+

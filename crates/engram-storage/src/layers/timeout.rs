@@ -55,6 +55,11 @@ impl TimeoutPolicy {
         items: usize,
         own_limit: Option<Duration>,
     ) -> Option<Instant> {
+        // The limit is at least `per_call`: compared with that first, the common case (the
+        // backend's own limit within it) costs no arithmetic on durations.
+        if own_limit.is_some_and(|own| own <= self.per_call) {
+            return None;
+        }
         let limit = self.limit(items);
         if own_limit.is_some_and(|own| own <= limit) {
             return None;
