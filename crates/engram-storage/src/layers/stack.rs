@@ -520,7 +520,9 @@ where
             }
         };
         *this.stage = Stage::Done;
-        run.finish(batch_outcome(op, &report), n, true);
+        if chain.metrics.is_some() {
+            run.finish(batch_outcome(op, &report), n, true);
+        }
         run.in_flight = None;
         Poll::Ready(report)
     }

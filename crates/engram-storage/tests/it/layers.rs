@@ -348,3 +348,44 @@ async fn the_timeout_layer_trusts_a_backend_limit_only_within_its_own() {
         assert_eq!(e.to_string().contains("own limit"), by_backend, "{e}");
     }
 }
+
+/// Without the metrics layer the stack records no storage metric, even for a batch whose item
+/// failed (the other layers count nothing under the metrics layer's names).
+#[test]
+fn a_stack_without_the_metrics_layer_records_no_storage_metric() {
+    use metrics_util::debugging::DebuggingRecorder;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let inner = Arc::new(InProcessBackend::new());
+            inner.ensure_index(&suite_schema()).await.expect("index");
+            let faulty = Arc::new(FaultyBackend::new(inner));
+            let retrier =
+                Retrier::from_config(&retry_config(1), Arc::new(TokioClock)).expect("retrier");
+            let stack = StackBuilder::new(faulty.clone())
+                .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
+                .retry(Arc::new(retrier))
+                .build();
+            let ns = Namespace::new("unmetered").expect("ns");
+            faulty.script([Fault::FailItems(vec![None, Some(ErrorKind::OutOfMemory)])]);
+            let report =
+                stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+            assert!(report.items[0].ok().is_some(), "{:?}", report.items);
+            assert!(report.items[1].ok().is_none(), "{:?}", report.items);
+            faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
+            assert!(stack.count(&ns).await.is_err());
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let names: Vec<String> =
+        snapshot.iter().map(|(key, _, _, _)| key.key().name().to_owned()).collect();
+    for name in engram_storage::layers::metric_names() {
+        assert!(!names.iter().any(|n| n == name), "{name} recorded without metrics: {names:?}");
+    }
+}
