@@ -198,12 +198,7 @@ async fn from_config_builds_every_layer() {
 
 /// A metric's value in a debugging-recorder snapshot, by name and labels.
 fn metric<'a>(
-    snapshot: &'a [(
-        metrics_util::CompositeKey,
-        Option<metrics::Unit>,
-        Option<metrics::SharedString>,
-        metrics_util::debugging::DebugValue,
-    )],
+    snapshot: &'a [Entry],
     name: &str,
     labels: &[(&str, &str)],
 ) -> Option<&'a metrics_util::debugging::DebugValue> {
@@ -218,10 +213,18 @@ fn metric<'a>(
     })
 }
 
-#[test]
-fn metrics_show_what_the_caller_sees() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
+/// One metric in a snapshot of a debugging recorder.
+type Entry = (
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+);
+
+/// Runs `body` on a current-thread runtime with paused time, with a debugging recorder in
+/// place, and returns what was recorded.
+fn recorded<Fut: std::future::Future<Output = ()>>(body: impl FnOnce() -> Fut) -> Vec<Entry> {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -229,36 +232,42 @@ fn metrics_show_what_the_caller_sees() {
             .start_paused(true)
             .build()
             .expect("rt");
-        rt.block_on(async {
-            let inner = Arc::new(InProcessBackend::new());
-            inner.ensure_index(&suite_schema()).await.expect("index");
-            let faulty = Arc::new(FaultyBackend::new(inner));
-            let retrier = Retrier::from_config(&retry_config(3), Arc::new(TokioClock))
-                .expect("retrier")
-                .with_observer(Arc::new(engram_resilience::MetricsObserver));
-            let stack = StackBuilder::new(faulty.clone())
-                .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
-                .retry(Arc::new(retrier))
-                .metrics(MetricsPolicy::new(Duration::from_millis(100)))
-                .build();
-            let ns = Namespace::new("metrics").expect("ns");
-            faulty.script([Fault::Fail(ErrorKind::Unavailable)]);
-            stack.count(&ns).await.expect("count after one retry");
-            let report =
-                stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
-            assert!(report.all_succeeded());
-            let ids = [RecordId::new("a").expect("id"), RecordId::new("zz").expect("id")];
-            let _ = stack.get_batch(&ns, &ids).await;
-            let hits = stack
-                .search(&engram_storage::VectorQuery::new(ns.clone(), vec![1.0; 4], 5))
-                .await
-                .expect("search");
-            assert_eq!(hits.len(), 2);
-            faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
-            let _ = stack.count(&ns).await;
-        });
+        rt.block_on(body());
     });
-    let snapshot = snapshotter.snapshot().into_vec();
+    snapshotter.snapshot().into_vec()
+}
+
+#[test]
+fn metrics_show_what_the_caller_sees() {
+    use metrics_util::debugging::DebugValue;
+    let snapshot = recorded(|| async {
+        let inner = Arc::new(InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner));
+        let retrier = Retrier::from_config(&retry_config(3), Arc::new(TokioClock))
+            .expect("retrier")
+            .with_observer(Arc::new(engram_resilience::MetricsObserver));
+        let stack = StackBuilder::new(faulty.clone())
+            .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
+            .retry(Arc::new(retrier))
+            .metrics(MetricsPolicy::new(Duration::from_millis(100)))
+            .build();
+        let ns = Namespace::new("metrics").expect("ns");
+        faulty.script([Fault::Fail(ErrorKind::Unavailable)]);
+        stack.count(&ns).await.expect("count after one retry");
+        let report =
+            stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+        assert!(report.all_succeeded());
+        let ids = [RecordId::new("a").expect("id"), RecordId::new("zz").expect("id")];
+        let _ = stack.get_batch(&ns, &ids).await;
+        let hits = stack
+            .search(&engram_storage::VectorQuery::new(ns.clone(), vec![1.0; 4], 5))
+            .await
+            .expect("search");
+        assert_eq!(hits.len(), 2);
+        faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
+        let _ = stack.count(&ns).await;
+    });
     let histogram_len = |name: &str, labels: &[(&str, &str)]| match metric(&snapshot, name, labels)
     {
         Some(DebugValue::Histogram(v)) => v.len(),
@@ -353,36 +362,25 @@ async fn the_timeout_layer_trusts_a_backend_limit_only_within_its_own() {
 /// failed (the other layers count nothing under the metrics layer's names).
 #[test]
 fn a_stack_without_the_metrics_layer_records_no_storage_metric() {
-    use metrics_util::debugging::DebuggingRecorder;
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("rt");
-        rt.block_on(async {
-            let inner = Arc::new(InProcessBackend::new());
-            inner.ensure_index(&suite_schema()).await.expect("index");
-            let faulty = Arc::new(FaultyBackend::new(inner));
-            let retrier =
-                Retrier::from_config(&retry_config(1), Arc::new(TokioClock)).expect("retrier");
-            let stack = StackBuilder::new(faulty.clone())
-                .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
-                .retry(Arc::new(retrier))
-                .build();
-            let ns = Namespace::new("unmetered").expect("ns");
-            faulty.script([Fault::FailItems(vec![None, Some(ErrorKind::OutOfMemory)])]);
-            let report =
-                stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
-            assert!(report.items[0].ok().is_some(), "{:?}", report.items);
-            assert!(report.items[1].ok().is_none(), "{:?}", report.items);
-            faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
-            assert!(stack.count(&ns).await.is_err());
-        });
+    let snapshot = recorded(|| async {
+        let inner = Arc::new(InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner));
+        let retrier =
+            Retrier::from_config(&retry_config(1), Arc::new(TokioClock)).expect("retrier");
+        let stack = StackBuilder::new(faulty.clone())
+            .timeout(TimeoutPolicy::new(Duration::from_millis(200)))
+            .retry(Arc::new(retrier))
+            .build();
+        let ns = Namespace::new("unmetered").expect("ns");
+        faulty.script([Fault::FailItems(vec![None, Some(ErrorKind::OutOfMemory)])]);
+        let report =
+            stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+        assert!(report.items[0].ok().is_some(), "{:?}", report.items);
+        assert!(report.items[1].ok().is_none(), "{:?}", report.items);
+        faulty.script([Fault::Fail(ErrorKind::OutOfMemory)]);
+        assert!(stack.count(&ns).await.is_err());
     });
-    let snapshot = snapshotter.snapshot().into_vec();
     let names: Vec<String> =
         snapshot.iter().map(|(key, _, _, _)| key.key().name().to_owned()).collect();
     for name in engram_storage::layers::metric_names() {
