@@ -466,23 +466,25 @@ where
         let report = loop {
             let report = match *this.stage {
                 // The first attempt, as `attempt_batch` makes the others.
-                Stage::Attempt => match chain.attempt(op, first.or(run.start).unwrap_or_else(Instant::now), n) {
-                    Ok((permit, timer)) => {
-                        *this.permit = permit;
-                        *this.timer = timer;
-                        // An owned batch is copied if a retry may need it again.
-                        let send = if run.retries.is_some() {
-                            this.items.clone()
-                        } else {
-                            mem::take(this.items)
-                        };
-                        let Some(f) = this.f.as_ref() else { unreachable!("f is kept") };
-                        this.call.set(Some(f(send)));
-                        *this.stage = Stage::Calling;
-                        continue;
+                Stage::Attempt => {
+                    match chain.attempt(op, first.or(run.start).unwrap_or_else(Instant::now), n) {
+                        Ok((permit, timer)) => {
+                            *this.permit = permit;
+                            *this.timer = timer;
+                            // An owned batch is copied if a retry may need it again.
+                            let send = if run.retries.is_some() {
+                                this.items.clone()
+                            } else {
+                                mem::take(this.items)
+                            };
+                            let Some(f) = this.f.as_ref() else { unreachable!("f is kept") };
+                            this.call.set(Some(f(send)));
+                            *this.stage = Stage::Calling;
+                            continue;
+                        }
+                        Err(rejected) => BatchReport::all_failed(n, &rejected),
                     }
-                    Err(rejected) => BatchReport::all_failed(n, &rejected),
-                },
+                }
                 Stage::Calling => {
                     let Some(call) = this.call.as_mut().as_pin_mut() else {
                         unreachable!("a call runs while calling")
@@ -527,4 +529,3 @@ where
         Poll::Ready(report)
     }
 }
-
