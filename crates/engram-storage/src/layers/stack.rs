@@ -95,9 +95,29 @@ pub(super) struct Chain<'p> {
 /// The timer of an attempt, boxed so that a call's future stays small when none is armed.
 type Timer = Option<Pin<Box<Sleep>>>;
 
-/// Whether `timer` (when there is one) has fired.
-fn fired(timer: &mut Timer, cx: &mut Context<'_>) -> bool {
-    timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready())
+/// Polls an attempt's `call`: its output, or `timed_out()` once `timer` (when there is one)
+/// fires. Either way the call and its timer are then dropped.
+fn poll_call<Fut: Future>(
+    mut call: Pin<&mut Option<Fut>>,
+    timer: &mut Timer,
+    cx: &mut Context<'_>,
+    timed_out: impl FnOnce() -> Fut::Output,
+) -> Poll<Fut::Output> {
+    let Some(running) = call.as_mut().as_pin_mut() else {
+        unreachable!("an attempt's call is polled only while it runs")
+    };
+    let out = match running.poll(cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending if timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) => {
+            timed_out()
+        }
+        Poll::Pending => return Poll::Pending,
+    };
+    call.set(None);
+    if timer.is_some() {
+        *timer = None;
+    }
+    Poll::Ready(out)
 }
 
 impl<'p> Chain<'p> {
@@ -244,12 +264,11 @@ impl<'p> Chain<'p> {
             Ok(attempt) => attempt,
             Err(rejected) => return BatchReport::all_failed(n, &rejected),
         };
-        let mut call = pin!(f(items));
-        let report = poll_fn(|cx| match call.as_mut().poll(cx) {
-            Poll::Pending if fired(&mut timer, cx) => {
-                Poll::Ready(BatchReport::all_failed(n, &self.elapsed(op, n)))
-            }
-            other => other,
+        let mut call = pin!(Some(f(items)));
+        let report = poll_fn(|cx| {
+            poll_call(call.as_mut(), &mut timer, cx, || {
+                BatchReport::all_failed(n, &self.elapsed(op, n))
+            })
         })
         .await;
         if let Some(p) = permit {
@@ -296,16 +315,14 @@ impl<'p> Run<'p> {
 
     /// Starts the call on `keys` keys, at its first poll: the span, the in-flight gauge, the
     /// clock, the retry loop (which deposits the call into the retry budget).
-    fn begin(&mut self, keys: usize) -> Instant {
+    fn begin(&mut self, keys: usize) {
         let (chain, op) = (self.chain, self.op);
         if let Some(m) = chain.metrics {
             self.span = m.span(op, keys);
             self.in_flight = Some(InFlight::start(op));
         }
-        let start = Instant::now();
-        self.start = Some(start);
+        self.start = Some(Instant::now());
         self.retries = chain.retry.map(|r| r.retrier().start(operation(op)));
-        start
     }
 
     /// Records the end of the call on `keys` keys, whose error kind is `kind`.
@@ -369,16 +386,9 @@ where
                         Err(rejected) => Err(rejected),
                     }
                 }
-                Stage::Calling => {
-                    let Some(call) = this.call.as_mut().as_pin_mut() else {
-                        unreachable!("a call runs while calling")
-                    };
-                    match call.poll(cx) {
-                        Poll::Ready(result) => result,
-                        Poll::Pending if fired(this.timer, cx) => Err(chain.elapsed(op, 0)),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
+                Stage::Calling => ready!(poll_call(this.call.as_mut(), this.timer, cx, || {
+                    Err(chain.elapsed(op, 0))
+                })),
                 Stage::Retrying => {
                     if let Some(wait) = this.wait {
                         ready!(wait.as_mut().poll(cx));
@@ -389,10 +399,6 @@ where
                 }
                 Stage::Start | Stage::Done => panic!("a call's future was polled after it ended"),
             };
-            this.call.set(None);
-            if this.timer.is_some() {
-                *this.timer = None;
-            }
             if let Some(p) = this.permit.take() {
                 BreakerPolicy::settle(p, &result);
             }
@@ -457,9 +463,8 @@ where
         let mut this = self.project();
         let (run, n) = (this.run, *this.n);
         let (chain, op) = (run.chain, run.op);
-        let mut first = None;
         if *this.stage == Stage::Start {
-            first = Some(run.begin(n));
+            run.begin(n);
             *this.stage = Stage::Attempt;
         }
         let _entered = run.span.enter();
@@ -467,7 +472,7 @@ where
             let report = match *this.stage {
                 // The first attempt, as `attempt_batch` makes the others.
                 Stage::Attempt => {
-                    match chain.attempt(op, first.or(run.start).unwrap_or_else(Instant::now), n) {
+                    match chain.attempt(op, run.start.unwrap_or_else(Instant::now), n) {
                         Ok((permit, timer)) => {
                             *this.permit = permit;
                             *this.timer = timer;
@@ -485,28 +490,15 @@ where
                         Err(rejected) => BatchReport::all_failed(n, &rejected),
                     }
                 }
-                Stage::Calling => {
-                    let Some(call) = this.call.as_mut().as_pin_mut() else {
-                        unreachable!("a call runs while calling")
-                    };
-                    match call.poll(cx) {
-                        Poll::Ready(report) => report,
-                        Poll::Pending if fired(this.timer, cx) => {
-                            BatchReport::all_failed(n, &chain.elapsed(op, n))
-                        }
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
+                Stage::Calling => ready!(poll_call(this.call.as_mut(), this.timer, cx, || {
+                    BatchReport::all_failed(n, &chain.elapsed(op, n))
+                })),
                 Stage::Retrying => {
                     let Some(rounds) = this.rounds else { unreachable!("rounds run") };
                     break ready!(rounds.as_mut().poll(cx));
                 }
                 Stage::Start | Stage::Done => panic!("a batch's future was polled after it ended"),
             };
-            this.call.set(None);
-            if this.timer.is_some() {
-                *this.timer = None;
-            }
             if let Some(p) = this.permit.take() {
                 BreakerPolicy::settle_batch(p, &report);
             }
