@@ -97,10 +97,18 @@ impl RetryBudget {
 
     /// Records one call (not a retry): it earns `ratio` retries for the next `window`.
     pub fn deposit(&self) {
+        if self.deposit != 0 {
+            self.deposit_at(self.clock.now());
+        }
+    }
+
+    /// Records one call made at `now`, a time read from this budget's clock
+    /// ([`RetryBudget::now`]): as [`RetryBudget::deposit`], for a caller that reads the clock
+    /// anyway.
+    pub fn deposit_at(&self, now: Instant) {
         if self.deposit == 0 {
             return;
         }
-        let now = self.clock.now();
         if self.nanos(now) < self.end_nanos.load(Ordering::Acquire) {
             // The current slot is still current: no need for the lock.
             self.add_to_current(self.deposit);
@@ -108,6 +116,11 @@ impl RetryBudget {
         }
         let _slots = self.lock(now);
         self.add_to_current(self.deposit);
+    }
+
+    /// The time on this budget's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// Takes one retry from the budget; `false` means the retry must not happen.
@@ -261,6 +274,20 @@ mod tests {
         assert_eq!(budget.available(), 1);
         clock.advance(Duration::from_secs(5));
         assert_eq!(budget.available(), 0);
+    }
+
+    /// A deposit at a time read earlier counts from then, not from when it is made.
+    #[test]
+    fn a_deposit_counts_from_the_time_given() {
+        let (budget, clock) = budget(1.0, 0, 10);
+        let earlier = budget.now();
+        clock.advance(Duration::from_secs(5));
+        budget.deposit_at(earlier);
+        budget.deposit();
+        assert_eq!(budget.available(), 2);
+        clock.advance(Duration::from_millis(5_500));
+        // The first was made 10.5 s ago: its slot has expired, the second's has not.
+        assert_eq!(budget.available(), 1);
     }
 
     #[test]

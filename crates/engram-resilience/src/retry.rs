@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use engram_config::RetryConfig;
+use tokio::time::Instant;
 
 use crate::backoff::{Backoff, Delays};
 use crate::budget::RetryBudget;
@@ -386,6 +387,28 @@ impl Retrier {
         if let Some(budget) = &self.budget {
             budget.deposit();
         }
+        self.first_attempt(operation)
+    }
+
+    /// Starts `operation` at `now`, a time read from [`Retrier::now`]: as [`Retrier::start`],
+    /// without reading the clock again, for a caller that reads it anyway (to time the call).
+    pub fn start_at(&self, operation: Operation, now: Instant) -> RetryLoop<'_> {
+        if let Some(budget) = &self.budget {
+            budget.deposit_at(now);
+        }
+        self.first_attempt(operation)
+    }
+
+    /// The time that [`Retrier::start_at`] expects: on the budget's clock when there is a
+    /// budget, else on the retrier's own.
+    pub fn now(&self) -> Instant {
+        match &self.budget {
+            Some(budget) => budget.now(),
+            None => self.clock.now(),
+        }
+    }
+
+    fn first_attempt(&self, operation: Operation) -> RetryLoop<'_> {
         RetryLoop { retrier: self, operation, attempts: 1, delays: None, slept: Duration::ZERO }
     }
 
@@ -654,6 +677,27 @@ mod tests {
             Event::Retry(_, _, delay) => Some(*delay),
             _ => None,
         }
+    }
+
+    /// A call started at a time read from the retrier deposits into the budget at that time,
+    /// on the budget's clock, whatever the retrier's own clock.
+    #[test]
+    fn a_call_started_at_a_time_deposits_then() {
+        let budget_clock = crate::ManualClock::new();
+        let budget = Arc::new(
+            RetryBudget::new(1.0, 0, Duration::from_secs(10))
+                .unwrap()
+                .with_clock(Arc::new(budget_clock.clone())),
+        );
+        let retrier = Retrier::new(RetryPolicy::new(Backoff::fixed(ms(1)), 3).unwrap())
+            .with_budget(budget.clone());
+        let at = retrier.now();
+        assert_eq!(at, budget_clock.now());
+        budget_clock.advance(Duration::from_secs(5));
+        assert_eq!(retrier.start_at(READ, at).attempt(), 1);
+        assert_eq!(budget.available(), 1);
+        budget_clock.advance(Duration::from_millis(5_500));
+        assert_eq!(budget.available(), 0, "the deposit counts from `at`, 10.5 s ago");
     }
 
     /// An outage: every attempt of 1,000 logical calls fails with a temporary error. Without a

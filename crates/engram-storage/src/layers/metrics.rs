@@ -12,7 +12,6 @@ use metrics::{
     Key, Label, Level, Metadata, Unit, counter, describe_counter, describe_gauge,
     describe_histogram, gauge, histogram,
 };
-use tokio::time::Instant;
 
 use super::Policy;
 use super::stack::Chain;
@@ -109,19 +108,18 @@ impl MetricsPolicy {
         self
     }
 
-    /// Records the end of a call that started at `start` (with its size when it is a
-    /// `batch` of `keys` items), into the metrics and into `span`, the operation's span (when
-    /// it is enabled).
+    /// Records the end of a call that took `elapsed` (with its size when it is a `batch` of
+    /// `keys` items), into the metrics and into `span`, the operation's span (when it is
+    /// enabled).
     pub(super) fn finish(
         &self,
         op: Operation,
         kind: Option<ErrorKind>,
-        start: Instant,
+        elapsed: Duration,
         keys: usize,
         batch: bool,
         span: &tracing::Span,
     ) {
-        let elapsed = start.elapsed();
         let outcome = outcome(kind);
         match OpKeys::of(op) {
             // One look-up of the recorder for the duration and the batch size.

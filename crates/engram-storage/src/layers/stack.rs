@@ -5,9 +5,10 @@
 //! span, timing), then the retry loop, whose every attempt is the breaker's admission, the
 //! call under the timeout, and the breaker's record. A policy that is absent is skipped.
 //!
-//! The clock is read once at the start of a call, for the metrics and for the deadline of
-//! the first attempt (the steps in between take well under a microsecond); each retry reads
-//! it again for its own deadline.
+//! The clock is read twice per call, at its start and at its end, and only when a policy
+//! needs it: the metrics time the call, and the retry budget counts the call at its start
+//! (one read for both, on the retrier's clock). An attempt that needs a timer of ours (the
+//! backend does not end it in time itself) reads it again to arm it.
 //!
 //! A call is one future, [`CallFuture`] or [`BatchFuture`], holding the policies' state
 //! (span, in-flight gauge, retry loop, permit, timer) beside the backend's future. Written as
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use engram_resilience::{Operation as RetryOperation, Permit, RetryLoop, Sleep as Wait};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep};
 use tracing::Span;
 
 use super::breaker::BreakerPolicy;
@@ -165,21 +166,28 @@ impl<'p> Chain<'p> {
         }
     }
 
-    /// An attempt of `op` on `items` items started at `started`: the breaker's permit (none
-    /// without a breaker) and the timer (none without a timeout, or when the backend's own
-    /// limit is within it).
+    /// An attempt of `op` on `items` items, starting now: the breaker's permit (none without a
+    /// breaker) and the timer (none without a timeout, or when the backend's own limit is
+    /// within it).
     fn attempt(
         &self,
         op: Operation,
-        started: Instant,
         items: usize,
     ) -> Result<(Option<Permit<'p>>, Timer), StorageError> {
         let permit = self.breaker.map(|b| b.admit(op)).transpose()?;
         let timer = self
             .timeout
-            .and_then(|t| t.deadline(started, items, self.own_limit))
-            .map(|deadline| Box::pin(sleep_until(deadline)));
+            .and_then(|t| t.timer(items, self.own_limit))
+            .map(|limit| Box::pin(sleep(limit)));
         Ok((permit, timer))
+    }
+
+    /// The time on the retrier's clock (which its budget expects), else on tokio's.
+    fn now(&self) -> Instant {
+        match self.retry {
+            Some(r) => r.retrier().now(),
+            None => Instant::now(),
+        }
     }
 
     /// The error of an attempt of `op` on `items` items whose timer fired.
@@ -226,7 +234,7 @@ impl<'p> Chain<'p> {
             } else {
                 Cow::Owned(pending.iter().map(|&i| items[i].clone()).collect())
             };
-            let report = self.attempt_batch(op, send, &f, Instant::now()).await;
+            let report = self.attempt_batch(op, send, &f).await;
             if report.items.len() != pending.len() {
                 let e = length_mismatch(op, report.items.len(), pending.len());
                 for &i in &pending {
@@ -244,15 +252,13 @@ impl<'p> Chain<'p> {
         }
     }
 
-    /// One attempt of a batch, started at `started`: admission, the call under the timeout
-    /// (unless the backend's own limit is within it), the record. A batch is one call for
-    /// the breaker.
+    /// One attempt of a batch: admission, the call under the timeout (unless the backend's
+    /// own limit is within it), the record. A batch is one call for the breaker.
     async fn attempt_batch<'a, I, T, F, Fut>(
         &self,
         op: Operation,
         items: Cow<'a, [I]>,
         f: &F,
-        started: Instant,
     ) -> BatchReport<T>
     where
         I: Clone,
@@ -260,7 +266,7 @@ impl<'p> Chain<'p> {
         Fut: Future<Output = BatchReport<T>>,
     {
         let n = items.len();
-        let (permit, mut timer) = match self.attempt(op, started, n) {
+        let (permit, mut timer) = match self.attempt(op, n) {
             Ok(attempt) => attempt,
             Err(rejected) => return BatchReport::all_failed(n, &rejected),
         };
@@ -303,7 +309,7 @@ struct Run<'p> {
     span: Span,
     /// Counts the call in flight until the call ends.
     in_flight: Option<InFlight>,
-    /// When the call started: its first poll.
+    /// When the call started (its first poll), if a policy reads the clock.
     start: Option<Instant>,
     retries: Option<RetryLoop<'p>>,
 }
@@ -314,21 +320,25 @@ impl<'p> Run<'p> {
     }
 
     /// Starts the call on `keys` keys, at its first poll: the span, the in-flight gauge, the
-    /// clock, the retry loop (which deposits the call into the retry budget).
+    /// clock, the retry loop (which deposits the call into the retry budget at that time).
     fn begin(&mut self, keys: usize) {
         let (chain, op) = (self.chain, self.op);
         if let Some(m) = chain.metrics {
             self.span = m.span(op, keys);
             self.in_flight = Some(InFlight::start(op));
         }
-        self.start = Some(Instant::now());
-        self.retries = chain.retry.map(|r| r.retrier().start(operation(op)));
+        if chain.metrics.is_some() || chain.retry.is_some() {
+            let now = chain.now();
+            self.start = Some(now);
+            self.retries = chain.retry.map(|r| r.retrier().start_at(operation(op), now));
+        }
     }
 
     /// Records the end of the call on `keys` keys, whose error kind is `kind`.
     fn finish(&self, kind: Option<ErrorKind>, keys: usize, batch: bool) {
         if let (Some(m), Some(start)) = (self.chain.metrics, self.start) {
-            m.finish(self.op, kind, start, keys, batch, &self.span);
+            let elapsed = self.chain.now().saturating_duration_since(start);
+            m.finish(self.op, kind, elapsed, keys, batch, &self.span);
         }
     }
 }
@@ -369,23 +379,16 @@ where
         let _entered = run.span.enter();
         loop {
             let result = match *this.stage {
-                Stage::Attempt => {
-                    // The first attempt's deadline counts from the start of the call.
-                    let started = match &run.retries {
-                        Some(r) if r.attempt() > 1 => Instant::now(),
-                        _ => run.start.unwrap_or_else(Instant::now),
-                    };
-                    match chain.attempt(op, started, 0) {
-                        Ok((permit, timer)) => {
-                            *this.permit = permit;
-                            *this.timer = timer;
-                            this.call.set(Some((this.f)()));
-                            *this.stage = Stage::Calling;
-                            continue;
-                        }
-                        Err(rejected) => Err(rejected),
+                Stage::Attempt => match chain.attempt(op, 0) {
+                    Ok((permit, timer)) => {
+                        *this.permit = permit;
+                        *this.timer = timer;
+                        this.call.set(Some((this.f)()));
+                        *this.stage = Stage::Calling;
+                        continue;
                     }
-                }
+                    Err(rejected) => Err(rejected),
+                },
                 Stage::Calling => ready!(poll_call(this.call.as_mut(), this.timer, cx, || {
                     Err(chain.elapsed(op, 0))
                 })),
@@ -472,7 +475,7 @@ where
             let report = match *this.stage {
                 // The first attempt, as `attempt_batch` makes the others.
                 Stage::Attempt => {
-                    match chain.attempt(op, run.start.unwrap_or_else(Instant::now), n) {
+                    match chain.attempt(op, n) {
                         Ok((permit, timer)) => {
                             *this.permit = permit;
                             *this.timer = timer;

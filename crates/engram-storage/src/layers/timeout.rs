@@ -4,8 +4,6 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::Policy;
 use super::stack::Chain;
 use crate::backend::BatchReport;
@@ -43,18 +41,12 @@ impl TimeoutPolicy {
             .saturating_add(self.per_item.saturating_mul(u32::try_from(items).unwrap_or(u32::MAX)))
     }
 
-    /// The deadline of an attempt of `items` items that started at `started`; `None` when the
-    /// backend's own limit for the call (`own_limit`, [`StorageBackend::call_limit`]) is
-    /// within this policy's, so that no timer of ours is needed, or when the deadline is too
-    /// far to represent (then, as with `tokio::time::timeout`, there is none).
+    /// How long an attempt of `items` items may take before this policy ends it; `None` when
+    /// the backend's own limit for the call (`own_limit`, [`StorageBackend::call_limit`]) is
+    /// within it, so that no timer of ours is needed.
     ///
     /// [`StorageBackend::call_limit`]: crate::StorageBackend::call_limit
-    pub(super) fn deadline(
-        &self,
-        started: Instant,
-        items: usize,
-        own_limit: Option<Duration>,
-    ) -> Option<Instant> {
+    pub(super) fn timer(&self, items: usize, own_limit: Option<Duration>) -> Option<Duration> {
         // The limit is at least `per_call`: compared with that first, the common case (the
         // backend's own limit within it) costs no arithmetic on durations.
         if own_limit.is_some_and(|own| own <= self.per_call) {
@@ -64,7 +56,7 @@ impl TimeoutPolicy {
         if own_limit.is_some_and(|own| own <= limit) {
             return None;
         }
-        started.checked_add(limit)
+        Some(limit)
     }
 
     /// The error of an attempt of `items` items that did not answer in time.
