@@ -377,6 +377,8 @@ impl StackBuilder {
     /// Every layer from configuration: the timeout from `redis.command_timeout`, the breaker
     /// (when enabled) named `breaker_name`, the retrier with its budget, and metrics with the
     /// slow-operation threshold. `observer` hears retries, refusals and breaker transitions.
+    /// `clock` is the time of the retry budget and the breaker, and the metrics time calls on
+    /// it too (one read serves the budget and the metrics, see the [module docs](self)).
     ///
     /// # Errors
     /// [`InvalidSettings`] when a resilience setting is out of range.
