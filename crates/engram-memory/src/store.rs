@@ -13,7 +13,8 @@ use engram_storage::clock::{SystemClock, WallClock};
 use engram_storage::layers::{MetricsPolicy, OperationStats, OperationSummary, StackBuilder};
 use engram_storage::{
     BackendInfo, ErrorKind, Filter, InProcessBackend, IndexSchema, ItemOutcome, Namespace, Record,
-    RecordId, ScanCursor, StorageBackend, StorageBackendExt, StorageError, Timestamp, VectorQuery,
+    RecordId, ScanCursor, StorageBackend, StorageBackendExt, StorageError, Timestamp,
+    UnboxedBackend, VectorQuery,
 };
 use serde::{Deserialize, Serialize};
 
@@ -181,11 +182,14 @@ impl MemoryStore {
     /// breaker, timeout) from `config`, ensures the index, checks the embedding model recorded
     /// with it, and starts the health checker when enabled.
     ///
+    /// `backend` is a backend of known type (`Arc<RedisBackend>`), whose reads the stack then
+    /// holds without a box of their own ([`UnboxedBackend`]), or any `Arc<dyn StorageBackend>`.
+    ///
     /// # Errors
     /// As [`MemoryStore::connect`].
-    pub async fn with_backend(
+    pub async fn with_backend<B: UnboxedBackend + ?Sized + 'static>(
         config: Config,
-        backend: Arc<dyn StorageBackend>,
+        backend: Arc<B>,
         options: StoreOptions,
     ) -> Result<Self, MemoryError> {
         config.validate().map_err(|p| MemoryError::Config(ConfigError::Invalid(p)))?;

@@ -19,7 +19,10 @@
 //! (user + system, from `/proc/self/stat`, so others' load on the machine matters less than
 //! for the rate) and the p50/p99 latency, then the medians over rounds of the stack's rate
 //! relative to the raw backend's and of what it adds in CPU time and p99 latency. Rounds
-//! alternate which of the two runs first.
+//! alternate which of the two runs first. The stack is built around the `RedisBackend` itself,
+//! as the memory store builds it, so it holds the backend's reads unboxed
+//! ([`engram_storage::UnboxedBackend`]); `ENGRAM_BENCH_DYN=1` builds it around the trait
+//! object instead, every read then boxed twice.
 //!
 //! For instruction counts, `ENGRAM_BENCH_CASE=<case> ENGRAM_BENCH_CALLS=<n>` skips criterion
 //! and makes `n` calls of one case on a current-thread runtime (cases: `get_bare`,
@@ -44,7 +47,7 @@ use engram_storage::testkit::suite_schema;
 use engram_storage::{
     BackendInfo, BatchReport, Filter, InProcessBackend, IndexSchema, IndexStatus, Namespace,
     Record, RecordId, ScanCursor, ScanPage, SearchHit, StorageBackend, StorageBackendExt,
-    StorageError, Timestamp, Touched, VectorQuery,
+    StorageError, Timestamp, Touched, UnboxedBackend, VectorQuery,
 };
 use metrics::{
     Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
@@ -205,7 +208,7 @@ struct Fixture {
     stack_limit: Arc<dyn StorageBackend>,
 }
 
-fn stack(backend: Arc<dyn StorageBackend>) -> Arc<dyn StorageBackend> {
+fn stack<B: UnboxedBackend + ?Sized + 'static>(backend: Arc<B>) -> Arc<dyn StorageBackend> {
     StackBuilder::from_config(
         backend,
         &Config::default(),
@@ -408,8 +411,10 @@ fn redis_overhead(url: &str) {
     // show the noise of the comparison itself.
     let layered = if std::env::var_os("ENGRAM_BENCH_CONTROL").is_some() {
         raw_dyn.clone()
-    } else {
+    } else if std::env::var_os("ENGRAM_BENCH_DYN").is_some() {
         stack(raw_dyn.clone())
+    } else {
+        stack(raw.clone())
     };
     println!("redis {url}: {RECORDS} records, {TASKS} callers, {ops} gets per run");
     println!("round  backend  gets/s    cpu us/get  p50 us  p99 us");

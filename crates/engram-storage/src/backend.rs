@@ -2,6 +2,8 @@
 //! `Arc<dyn StorageBackend>`, and `StorageBackendExt` with conveniences built on it.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -467,6 +469,47 @@ pub trait StorageBackend: Send + Sync + fmt::Debug {
     fn call_limit(&self, op: Operation, items: usize) -> Option<Duration> {
         let _ = (op, items);
         None
+    }
+}
+
+/// A [`StorageBackend`] of known type whose reads a layer can hold inside its own future.
+///
+/// Every [`StorageBackend`] method returns a boxed future, so that the trait works as
+/// `Arc<dyn StorageBackend>`. A layer around the trait object (`Layer<P>`) therefore costs a
+/// read a second box and a second dynamic call; a layer around a backend of known type
+/// (`Layer<P, B>`, built by [`StackBuilder::new`](crate::layers::StackBuilder::new) from an
+/// `Arc<B>`) calls the methods below instead and holds their futures unboxed, so that a read
+/// through the whole stack allocates and dispatches once, as a read of the bare backend does
+/// (what that saves on a get by id against Redis: docs/performance.md).
+///
+/// The defaults are the boxed calls of [`StorageBackend`]; a backend overrides the methods
+/// it can serve with a future of its own, and they must behave exactly as the boxed calls.
+pub trait UnboxedBackend: StorageBackend {
+    /// [`StorageBackend::get_batch`].
+    fn get_batch_unboxed<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        ids: &'a [RecordId],
+    ) -> impl Future<Output = BatchReport<Option<Record>>> + Send + 'a {
+        self.get_batch(namespace, ids)
+    }
+
+    /// [`StorageBackend::search`].
+    fn search_unboxed<'a>(
+        &'a self,
+        query: &'a VectorQuery,
+    ) -> impl Future<Output = Result<Vec<SearchHit>, StorageError>> + Send + 'a {
+        self.search(query)
+    }
+
+    /// The backend as a trait object.
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend>;
+}
+
+/// The trait object: every call boxed.
+impl UnboxedBackend for dyn StorageBackend {
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
+        self
     }
 }
 

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use crate::backend::{
     BackendInfo, BatchReport, Capabilities, IndexStats, IndexStatus, ItemOutcome, ScanCursor,
-    ScanPage, SearchHit, StorageBackend, Touched, VectorQuery, check_batch_len, check_find_limit,
-    check_scan_limit,
+    ScanPage, SearchHit, StorageBackend, Touched, UnboxedBackend, VectorQuery, check_batch_len,
+    check_find_limit, check_scan_limit,
 };
 use crate::clock::{SystemClock, WallClock};
 use crate::error::{ErrorKind, Operation, StorageError};
@@ -123,6 +123,68 @@ impl InProcessBackend {
     }
 }
 
+/// The reads of the [`StorageBackend`] implementation, which [`UnboxedBackend`] also calls.
+impl InProcessBackend {
+    /// [`StorageBackend::get_batch`].
+    fn read_by_id(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<Option<Record>> {
+        if let Err(e) = check_batch_len(ids.len()) {
+            return BatchReport::all_failed(ids.len(), &e.for_operation(Operation::Get));
+        }
+        let now = self.clock.now();
+        let state = self.read();
+        if let Err(e) = state.schema(Operation::Get) {
+            return BatchReport::all_failed(ids.len(), &e);
+        }
+        BatchReport::new(
+            ids.iter()
+                .map(|id| ItemOutcome::Succeeded(state.get_live(namespace, id, now).cloned()))
+                .collect(),
+        )
+    }
+
+    /// [`StorageBackend::search`].
+    fn knn(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
+        let op = Operation::Search;
+        let now = self.clock.now();
+        let state = self.read();
+        let schema = state.schema(op)?;
+        query.validate(&schema).map_err(|e| e.for_operation(op))?;
+        let metric = schema.vector.metric;
+        let mut hits: Vec<(f32, &Record)> = state
+            .live(&query.namespace, now)
+            .filter(|r| query.filter.as_ref().is_none_or(|f| f.matches(r)))
+            .filter_map(|r| {
+                r.vector.as_ref().map(|v| (vector::distance(metric, &query.vector, v), r))
+            })
+            .filter(|(d, _)| query.max_distance.is_none_or(|max| *d <= max))
+            .collect();
+        hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        hits.truncate(query.k);
+        Ok(hits
+            .into_iter()
+            .map(|(distance, r)| SearchHit { record: r.clone(), distance })
+            .collect())
+    }
+}
+
+impl UnboxedBackend for InProcessBackend {
+    async fn get_batch_unboxed(
+        &self,
+        namespace: &Namespace,
+        ids: &[RecordId],
+    ) -> BatchReport<Option<Record>> {
+        self.read_by_id(namespace, ids)
+    }
+
+    async fn search_unboxed(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
+        self.knn(query)
+    }
+
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
+        self
+    }
+}
+
 #[async_trait]
 impl StorageBackend for InProcessBackend {
     async fn ensure_index(&self, schema: &IndexSchema) -> Result<IndexStatus, StorageError> {
@@ -181,19 +243,7 @@ impl StorageBackend for InProcessBackend {
         namespace: &Namespace,
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
-        if let Err(e) = check_batch_len(ids.len()) {
-            return BatchReport::all_failed(ids.len(), &e.for_operation(Operation::Get));
-        }
-        let now = self.clock.now();
-        let state = self.read();
-        if let Err(e) = state.schema(Operation::Get) {
-            return BatchReport::all_failed(ids.len(), &e);
-        }
-        BatchReport::new(
-            ids.iter()
-                .map(|id| ItemOutcome::Succeeded(state.get_live(namespace, id, now).cloned()))
-                .collect(),
-        )
+        self.read_by_id(namespace, ids)
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
@@ -212,26 +262,7 @@ impl StorageBackend for InProcessBackend {
     }
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        let op = Operation::Search;
-        let now = self.clock.now();
-        let state = self.read();
-        let schema = state.schema(op)?;
-        query.validate(&schema).map_err(|e| e.for_operation(op))?;
-        let metric = schema.vector.metric;
-        let mut hits: Vec<(f32, &Record)> = state
-            .live(&query.namespace, now)
-            .filter(|r| query.filter.as_ref().is_none_or(|f| f.matches(r)))
-            .filter_map(|r| {
-                r.vector.as_ref().map(|v| (vector::distance(metric, &query.vector, v), r))
-            })
-            .filter(|(d, _)| query.max_distance.is_none_or(|max| *d <= max))
-            .collect();
-        hits.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
-        hits.truncate(query.k);
-        Ok(hits
-            .into_iter()
-            .map(|(distance, r)| SearchHit { record: r.clone(), distance })
-            .collect())
+        self.knn(query)
     }
 
     async fn find(

@@ -34,7 +34,7 @@ pub fn testkit_token() -> String {
 pub use backend::{
     BackendInfo, BatchReport, Capabilities, IndexStats, IndexStatus, ItemOutcome, MAX_BATCH, MAX_K,
     MAX_SCAN_PAGE, QueryPlan, ScanCursor, ScanPage, SearchHit, StorageBackend, StorageBackendExt,
-    Touched, VectorQuery, check_batch_len, check_find_limit, check_scan_limit,
+    Touched, UnboxedBackend, VectorQuery, check_batch_len, check_find_limit, check_scan_limit,
 };
 pub use error::{ErrorKind, Operation, RetryStatus, StorageError};
 pub use filter::Filter;

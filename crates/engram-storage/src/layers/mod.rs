@@ -23,6 +23,9 @@
 //! batch's items are lent down the stack (a [`Cow`]) rather than copied by every layer. On the
 //! common path (breaker closed, first attempt succeeds) the stack allocates nothing besides
 //! that one box; the retry layer keeps per-item state only once an attempt has failed.
+//! Around a backend of known type ([`UnboxedBackend`]), the backend's reads (get by id,
+//! search) are held inside that box too, so such a read through the stack allocates and
+//! dispatches once, as a read of the bare backend does.
 
 /// The two running methods of a [`Policy`] whose calls go through a [`stack::Chain`]: `$this`
 /// names the policy in `$chain`, the chain to run (one policy alone, or the fused stack).
@@ -90,7 +93,7 @@ use stack::Chain;
 
 use crate::backend::{
     BackendInfo, BatchReport, IndexStatus, ItemOutcome, ScanCursor, ScanPage, SearchHit,
-    StorageBackend, Touched, VectorQuery,
+    StorageBackend, Touched, UnboxedBackend, VectorQuery,
 };
 use crate::error::{Operation, StorageError};
 use crate::filter::Filter;
@@ -181,21 +184,22 @@ impl Policy for Stack {
     }
 }
 
-/// A backend wrapped by a policy.
+/// A backend wrapped by a policy: a backend of known type `B`, whose reads the layer holds
+/// unboxed ([`UnboxedBackend`]), or by default any backend as a trait object.
 #[derive(Debug)]
-pub struct Layer<P> {
+pub struct Layer<P, B: ?Sized = dyn StorageBackend> {
     policy: P,
-    inner: Arc<dyn StorageBackend>,
+    inner: Arc<B>,
 }
 
-impl<P: Policy> Layer<P> {
+impl<P: Policy, B: UnboxedBackend + ?Sized> Layer<P, B> {
     /// Wraps `inner` with `policy`.
-    pub fn new(policy: P, inner: Arc<dyn StorageBackend>) -> Self {
+    pub fn new(policy: P, inner: Arc<B>) -> Self {
         Self { policy, inner }
     }
 
     /// The wrapped backend.
-    pub fn inner(&self) -> &Arc<dyn StorageBackend> {
+    pub fn inner(&self) -> &Arc<B> {
         &self.inner
     }
 
@@ -238,7 +242,7 @@ impl<P: Policy> Layer<P> {
 
 #[async_trait]
 #[deny(clippy::missing_trait_methods)]
-impl<P: Policy> StorageBackend for Layer<P> {
+impl<P: Policy, B: UnboxedBackend + ?Sized> StorageBackend for Layer<P, B> {
     async fn ensure_index(&self, schema: &IndexSchema) -> Result<IndexStatus, StorageError> {
         self.run(Operation::EnsureIndex, || self.inner.ensure_index(schema)).await
     }
@@ -272,7 +276,7 @@ impl<P: Policy> StorageBackend for Layer<P> {
     ) -> BatchReport<Option<Record>> {
         let report = self
             .run_batch(Operation::Get, Cow::Borrowed(ids), |ids: Cow<'_, [RecordId]>| async move {
-                self.inner.get_batch(namespace, &ids).await
+                self.inner.get_batch_unboxed(namespace, &ids).await
             })
             .await;
         let (mut hits, mut misses) = (0, 0);
@@ -295,7 +299,7 @@ impl<P: Policy> StorageBackend for Layer<P> {
     }
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        let hits = self.run(Operation::Search, || self.inner.search(query)).await;
+        let hits = self.run(Operation::Search, || self.inner.search_unboxed(query)).await;
         if let Ok(h) = &hits {
             self.policy.on_search_results(h.len());
         }
@@ -358,19 +362,21 @@ impl<P: Policy> StorageBackend for Layer<P> {
 }
 
 /// Builds the layered stack in the documented order (see the [module docs](self)), whatever
-/// order the layers are given in.
+/// order the layers are given in, around a backend of type `B`: a backend of known type
+/// (`Arc<RedisBackend>`), whose reads the stack then holds unboxed ([`UnboxedBackend`]), or
+/// any backend as `Arc<dyn StorageBackend>`.
 #[derive(Debug)]
-pub struct StackBuilder {
-    backend: Arc<dyn StorageBackend>,
+pub struct StackBuilder<B: ?Sized = dyn StorageBackend> {
+    backend: Arc<B>,
     timeout: Option<TimeoutPolicy>,
     breaker: Option<Arc<CircuitBreaker>>,
     retry: Option<Arc<Retrier>>,
     metrics: Option<MetricsPolicy>,
 }
 
-impl StackBuilder {
+impl<B: UnboxedBackend + ?Sized + 'static> StackBuilder<B> {
     /// Starts from the bare backend.
-    pub fn new(backend: Arc<dyn StorageBackend>) -> Self {
+    pub fn new(backend: Arc<B>) -> Self {
         Self { backend, timeout: None, breaker: None, retry: None, metrics: None }
     }
 
@@ -383,7 +389,7 @@ impl StackBuilder {
     /// # Errors
     /// [`InvalidSettings`] when a resilience setting is out of range.
     pub fn from_config(
-        backend: Arc<dyn StorageBackend>,
+        backend: Arc<B>,
         config: &Config,
         breaker_name: &'static str,
         clock: Arc<dyn Clock>,
@@ -439,7 +445,8 @@ impl StackBuilder {
     ///
     /// The layers given are fused into one [`Layer`], which behaves as the same layers
     /// wrapped one around the other but costs one boxed future per call instead of one per
-    /// layer. Without any layer the backend is returned as it is.
+    /// layer (and, around a backend of known type, holds its reads unboxed within it).
+    /// Without any layer the backend is returned as it is.
     pub fn build(self) -> Arc<dyn StorageBackend> {
         let stack = Stack {
             metrics: self.metrics,
@@ -452,7 +459,7 @@ impl StackBuilder {
             && stack.breaker.is_none()
             && stack.timeout.is_none()
         {
-            return self.backend;
+            return self.backend.into_dyn();
         }
         Arc::new(Layer::new(stack, self.backend))
     }
@@ -490,6 +497,44 @@ mod tests {
         assert!(report.items[1].ok().is_some(), "{:?}", report.items);
         assert_eq!(faulty.batch_sizes(Operation::Put), [2, 1, 1]);
         assert_eq!(stack.count(&ns).await.expect("count"), 2);
+    }
+
+    /// Around a backend of known type the stack asks for its reads unboxed, and around the
+    /// trait object it cannot; either way the read goes through the policies (a fault is
+    /// retried).
+    #[tokio::test(start_paused = true)]
+    async fn around_a_known_backend_reads_are_held_unboxed() {
+        let inner = Arc::new(crate::InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner));
+        let ns = Namespace::new("unboxed").expect("ns");
+        crate::StorageBackendExt::put(&*faulty, record(&ns, "a", [1.0; 4])).await.expect("put");
+        let ids = [RecordId::new("a").expect("id")];
+        let query = VectorQuery::new(ns.clone(), vec![1.0; 4], 1);
+        fn stack<B: UnboxedBackend + ?Sized + 'static>(
+            b: StackBuilder<B>,
+        ) -> Arc<dyn StorageBackend> {
+            b.retry(Arc::new(Retrier::new(
+                Attempts::new(engram_resilience::Backoff::fixed(Duration::from_millis(1)), 2)
+                    .expect("policy"),
+            )))
+            .build()
+        }
+        let typed = stack(StackBuilder::new(faulty.clone()));
+        faulty.script([Fault::Fail(ErrorKind::Unavailable)]);
+        let report = typed.get_batch(&ns, &ids).await;
+        assert!(matches!(report.items[..], [ItemOutcome::Succeeded(Some(_))]), "{report:?}");
+        assert_eq!(typed.search(&query).await.expect("search").len(), 1);
+        // Two attempts of the get and one search.
+        assert_eq!(faulty.unboxed_reads(), 3);
+
+        let boxed = stack(StackBuilder::new(faulty.clone() as Arc<dyn StorageBackend>));
+        faulty.script([Fault::Fail(ErrorKind::Unavailable)]);
+        let report = boxed.get_batch(&ns, &ids).await;
+        assert!(matches!(report.items[..], [ItemOutcome::Succeeded(Some(_))]), "{report:?}");
+        assert_eq!(boxed.search(&query).await.expect("search").len(), 1);
+        assert_eq!(faulty.unboxed_reads(), 3);
+        assert_eq!(faulty.batch_sizes(Operation::Get), [1, 1, 1, 1]);
     }
 
     /// The future of a read through the whole stack stays small: it is allocated and moved on

@@ -22,8 +22,8 @@ use super::scripts::{self, Script};
 use super::{RedisConnection, classify, is_index_exists, is_noscript};
 use crate::backend::{
     BackendInfo, BatchReport, Capabilities, IndexStatus, ItemOutcome, QueryPlan, ScanCursor,
-    ScanPage, SearchHit, StorageBackend, Touched, VectorQuery, check_batch_len, check_find_limit,
-    check_scan_limit,
+    ScanPage, SearchHit, StorageBackend, Touched, UnboxedBackend, VectorQuery, check_batch_len,
+    check_find_limit, check_scan_limit,
 };
 use crate::error::{ErrorKind, Operation, StorageError};
 use crate::filter::Filter;
@@ -1169,6 +1169,96 @@ fn fails_every_record(kind: ErrorKind) -> bool {
 /// Most `SCAN` calls one `scan` page makes before returning a short (maybe empty) page.
 const MAX_SCAN_STEPS: usize = 16;
 
+/// The reads of the [`StorageBackend`] implementation, which [`UnboxedBackend`] also calls.
+impl RedisBackend {
+    /// [`StorageBackend::get_batch`].
+    async fn read_by_id(
+        &self,
+        namespace: &Namespace,
+        ids: &[RecordId],
+    ) -> BatchReport<Option<Record>> {
+        let op = Operation::Get;
+        let ready = match self.batch_ready(op, ids.len()) {
+            Ok(r) => r,
+            Err(report) => return report,
+        };
+        let keys = ids.iter().map(|id| ready.codec.key(namespace, id)).collect();
+        let outcomes = self.hmget_each(keys, &ready.read_fields).await;
+        let now = Timestamp::now();
+        let items = ids
+            .iter()
+            .zip(outcomes)
+            .map(|(id, o)| {
+                outcome(o, op).and_then(|v| {
+                    let decoded = read_values(v, &ready.read_names, op).and_then(|fields| {
+                        if fields.is_empty() {
+                            return Ok(None);
+                        }
+                        codec::decode(&ready.schema, namespace, id, fields, op).map(Some)
+                    });
+                    match decoded {
+                        Ok(Some(r)) if codec::is_expired(r.expires_at, now) => {
+                            ItemOutcome::Succeeded(None)
+                        }
+                        Ok(r) => ItemOutcome::Succeeded(r),
+                        Err(e) => ItemOutcome::Failed(e),
+                    }
+                })
+            })
+            .collect();
+        BatchReport::new(items)
+    }
+
+    /// [`StorageBackend::search`].
+    async fn knn(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
+        let attempt = || async {
+            let op = Operation::Search;
+            let ready = self.ready(op)?;
+            let schema = &ready.schema;
+            q.validate(schema).map_err(|e| e.for_operation(op))?;
+            let hybrid = self.choose_hybrid(&ready, q).await?;
+            // First without the expiry clause, which costs the server a numeric-range
+            // iterator over every live record of the index: expired records that Redis has
+            // not deleted yet are dropped here. Only when one of them came back (so fewer
+            // than the true top `k` may be left) is the search run again with the clause.
+            let mut now = Timestamp::now();
+            let mut live_at = None;
+            loop {
+                let args = self.knn_args(&ready, q, hybrid, live_at);
+                let reply = self.exec(op, "FT.SEARCH", args).await?;
+                let (hits, expired) = Self::knn_hits(&ready, q, reply, now)?;
+                if expired == 0 || live_at.is_some() {
+                    return Ok(hits);
+                }
+                now = Timestamp::now();
+                live_at = Some(now);
+            }
+        };
+        self.once_more_if_index_vanished(attempt).await
+    }
+}
+
+impl UnboxedBackend for RedisBackend {
+    fn get_batch_unboxed<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        ids: &'a [RecordId],
+    ) -> impl Future<Output = BatchReport<Option<Record>>> + Send + 'a {
+        self.read_by_id(namespace, ids)
+    }
+
+    fn search_unboxed<'a>(
+        &'a self,
+        query: &'a VectorQuery,
+    ) -> impl Future<Output = Result<Vec<SearchHit>, StorageError>> + Send + 'a {
+        self.knn(query)
+    }
+
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
+        self
+    }
+}
+
 #[async_trait]
 impl StorageBackend for RedisBackend {
     async fn ensure_index(&self, schema: &IndexSchema) -> Result<IndexStatus, StorageError> {
@@ -1304,36 +1394,7 @@ impl StorageBackend for RedisBackend {
         namespace: &Namespace,
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
-        let op = Operation::Get;
-        let ready = match self.batch_ready(op, ids.len()) {
-            Ok(r) => r,
-            Err(report) => return report,
-        };
-        let keys = ids.iter().map(|id| ready.codec.key(namespace, id)).collect();
-        let outcomes = self.hmget_each(keys, &ready.read_fields).await;
-        let now = Timestamp::now();
-        let items = ids
-            .iter()
-            .zip(outcomes)
-            .map(|(id, o)| {
-                outcome(o, op).and_then(|v| {
-                    let decoded = read_values(v, &ready.read_names, op).and_then(|fields| {
-                        if fields.is_empty() {
-                            return Ok(None);
-                        }
-                        codec::decode(&ready.schema, namespace, id, fields, op).map(Some)
-                    });
-                    match decoded {
-                        Ok(Some(r)) if codec::is_expired(r.expires_at, now) => {
-                            ItemOutcome::Succeeded(None)
-                        }
-                        Ok(r) => ItemOutcome::Succeeded(r),
-                        Err(e) => ItemOutcome::Failed(e),
-                    }
-                })
-            })
-            .collect();
-        BatchReport::new(items)
+        self.read_by_id(namespace, ids).await
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
@@ -1359,30 +1420,7 @@ impl StorageBackend for RedisBackend {
     }
 
     async fn search(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        let attempt = || async {
-            let op = Operation::Search;
-            let ready = self.ready(op)?;
-            let schema = &ready.schema;
-            q.validate(schema).map_err(|e| e.for_operation(op))?;
-            let hybrid = self.choose_hybrid(&ready, q).await?;
-            // First without the expiry clause, which costs the server a numeric-range
-            // iterator over every live record of the index: expired records that Redis has
-            // not deleted yet are dropped here. Only when one of them came back (so fewer
-            // than the true top `k` may be left) is the search run again with the clause.
-            let mut now = Timestamp::now();
-            let mut live_at = None;
-            loop {
-                let args = self.knn_args(&ready, q, hybrid, live_at);
-                let reply = self.exec(op, "FT.SEARCH", args).await?;
-                let (hits, expired) = Self::knn_hits(&ready, q, reply, now)?;
-                if expired == 0 || live_at.is_some() {
-                    return Ok(hits);
-                }
-                now = Timestamp::now();
-                live_at = Some(now);
-            }
-        };
-        self.once_more_if_index_vanished(attempt).await
+        self.knn(q).await
     }
 
     async fn find(

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::backend::{
     BackendInfo, BatchReport, IndexStatus, ItemOutcome, ScanCursor, ScanPage, SearchHit,
-    StorageBackend, Touched, VectorQuery,
+    StorageBackend, Touched, UnboxedBackend, VectorQuery,
 };
 use crate::error::{ErrorKind, Operation, StorageError};
 use crate::filter::Filter;
@@ -43,6 +44,8 @@ pub struct FaultyBackend {
     script: Mutex<VecDeque<Fault>>,
     calls: Mutex<HashMap<Operation, Vec<usize>>>,
     own_limit: Option<Duration>,
+    /// Reads asked for through [`UnboxedBackend`].
+    unboxed: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,6 +60,7 @@ impl FaultyBackend {
             script: Mutex::new(VecDeque::new()),
             calls: Mutex::new(HashMap::new()),
             own_limit: None,
+            unboxed: AtomicUsize::new(0),
         }
     }
 
@@ -85,6 +89,12 @@ impl FaultyBackend {
     /// The number of items of each call of `op` (1 for calls that are not batches).
     pub fn batch_sizes(&self, op: Operation) -> Vec<usize> {
         lock(&self.calls).get(&op).cloned().unwrap_or_default()
+    }
+
+    /// How many reads (gets by id, searches) were asked for through [`UnboxedBackend`], as a
+    /// stack around this backend's own type asks for them.
+    pub fn unboxed_reads(&self) -> usize {
+        self.unboxed.load(Ordering::Relaxed)
     }
 
     fn next(&self, op: Operation, items: usize) -> Fault {
@@ -178,6 +188,31 @@ impl FaultyBackend {
                 BatchReport::new(items)
             }
         }
+    }
+}
+
+/// The reads count themselves ([`FaultyBackend::unboxed_reads`]) and run as the boxed calls,
+/// faults included.
+impl UnboxedBackend for FaultyBackend {
+    fn get_batch_unboxed<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        ids: &'a [RecordId],
+    ) -> impl Future<Output = BatchReport<Option<Record>>> + Send + 'a {
+        self.unboxed.fetch_add(1, Ordering::Relaxed);
+        self.get_batch(namespace, ids)
+    }
+
+    fn search_unboxed<'a>(
+        &'a self,
+        query: &'a VectorQuery,
+    ) -> impl Future<Output = Result<Vec<SearchHit>, StorageError>> + Send + 'a {
+        self.unboxed.fetch_add(1, Ordering::Relaxed);
+        self.search(query)
+    }
+
+    fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
+        self
     }
 }
 

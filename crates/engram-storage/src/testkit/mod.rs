@@ -15,7 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::Namespace;
-use crate::backend::StorageBackend;
+use crate::backend::{StorageBackend, UnboxedBackend};
+use crate::layers::StackBuilder;
 use crate::schema::{Algorithm, FieldKind, FieldSpec, IndexSchema, VectorSpec};
 
 /// Makes backends for the suite and cleans up after each behaviour.
@@ -37,6 +38,27 @@ pub trait BackendFactory: Send + Sync {
         backend: Arc<dyn StorageBackend>,
         schema: &IndexSchema,
     ) -> anyhow::Result<()>;
+}
+
+/// `backend` behind the full layer stack (metrics, retry with budget, breaker, timeout) built
+/// from the default configuration, as the memory store builds it: for running the suite
+/// through the layers. Around a backend of known type the stack holds its reads unboxed
+/// ([`UnboxedBackend`]), so this runs that path too.
+///
+/// # Panics
+/// If the default configuration's resilience settings are invalid.
+pub fn full_stack<B: UnboxedBackend + ?Sized + 'static>(
+    backend: Arc<B>,
+) -> Arc<dyn StorageBackend> {
+    StackBuilder::from_config(
+        backend,
+        &engram_config::Config::default(),
+        "conformance",
+        Arc::new(engram_resilience::TokioClock),
+        Arc::new(engram_resilience::NoopObserver),
+    )
+    .expect("the default configuration builds a stack")
+    .build()
 }
 
 /// A short random token for unique names: process id, time and a counter, hashed.

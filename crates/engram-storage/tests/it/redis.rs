@@ -80,6 +80,38 @@ impl BackendFactory for RedisFactory {
 
 engram_storage::conformance_tests!(RedisFactory);
 
+/// The same suite through the full layer stack around the Redis backend, whose reads the stack
+/// holds unboxed.
+mod through_the_stack {
+    use super::*;
+
+    struct Layered;
+
+    #[async_trait]
+    impl BackendFactory for Layered {
+        fn available(&self, behaviour: &str) -> bool {
+            RedisFactory.available(behaviour)
+        }
+
+        async fn create(&self, _schema: &IndexSchema) -> Result<Arc<dyn StorageBackend>> {
+            let url = require_server("redis conformance").context("no server")?;
+            let backend =
+                RedisBackend::connect(&config(url), RedisBackendOptions::default()).await?;
+            Ok(engram_storage::testkit::full_stack(Arc::new(backend)))
+        }
+
+        async fn cleanup(
+            &self,
+            backend: Arc<dyn StorageBackend>,
+            schema: &IndexSchema,
+        ) -> Result<()> {
+            RedisFactory.cleanup(backend, schema).await
+        }
+    }
+
+    engram_storage::conformance_tests!(Layered);
+}
+
 /// What a Redis-specific test gets: a backend with the suite's index ensured.
 #[derive(Clone)]
 struct Ctx {
