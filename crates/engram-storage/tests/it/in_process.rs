@@ -1,17 +1,21 @@
-//! The conformance suite on the in-process backend.
+//! The conformance suite on the in-process backend, bare and through the full layer stack.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use engram_storage::testkit::BackendFactory;
+use engram_storage::testkit::{BackendFactory, full_stack};
 use engram_storage::{InProcessBackend, IndexSchema, StorageBackend};
 
-struct InProcess;
+/// In-process backends, bare or behind the full layer stack.
+struct InProcess {
+    through_the_stack: bool,
+}
 
 #[async_trait]
 impl BackendFactory for InProcess {
     async fn create(&self, _schema: &IndexSchema) -> anyhow::Result<Arc<dyn StorageBackend>> {
-        Ok(Arc::new(InProcessBackend::new()))
+        let backend = Arc::new(InProcessBackend::new());
+        Ok(if self.through_the_stack { full_stack(backend) } else { backend })
     }
 
     async fn cleanup(
@@ -23,33 +27,12 @@ impl BackendFactory for InProcess {
     }
 }
 
-engram_storage::conformance_tests!(InProcess);
+engram_storage::conformance_tests!(InProcess { through_the_stack: false });
 
 /// The same suite through the full layer stack around the in-process backend, whose reads the
 /// stack holds unboxed.
 mod through_the_stack {
-    use std::sync::Arc;
+    use super::InProcess;
 
-    use async_trait::async_trait;
-    use engram_storage::testkit::{BackendFactory, full_stack};
-    use engram_storage::{InProcessBackend, IndexSchema, StorageBackend};
-
-    struct Layered;
-
-    #[async_trait]
-    impl BackendFactory for Layered {
-        async fn create(&self, _schema: &IndexSchema) -> anyhow::Result<Arc<dyn StorageBackend>> {
-            Ok(full_stack(Arc::new(InProcessBackend::new())))
-        }
-
-        async fn cleanup(
-            &self,
-            _backend: Arc<dyn StorageBackend>,
-            _schema: &IndexSchema,
-        ) -> anyhow::Result<()> {
-            Ok(())
-        }
-    }
-
-    engram_storage::conformance_tests!(Layered);
+    engram_storage::conformance_tests!(InProcess { through_the_stack: true });
 }

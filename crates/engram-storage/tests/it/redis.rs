@@ -56,7 +56,10 @@ async fn remove_all(conn: &RedisConnection, schema: &IndexSchema) -> Result<()> 
     }
 }
 
-struct RedisFactory;
+/// Redis backends, bare or behind the full layer stack.
+struct RedisFactory {
+    through_the_stack: bool,
+}
 
 #[async_trait]
 impl BackendFactory for RedisFactory {
@@ -66,7 +69,13 @@ impl BackendFactory for RedisFactory {
 
     async fn create(&self, _schema: &IndexSchema) -> Result<Arc<dyn StorageBackend>> {
         let url = require_server("redis conformance").context("no server")?;
-        Ok(Arc::new(RedisBackend::connect(&config(url), RedisBackendOptions::default()).await?))
+        let backend =
+            Arc::new(RedisBackend::connect(&config(url), RedisBackendOptions::default()).await?);
+        Ok(if self.through_the_stack {
+            engram_storage::testkit::full_stack(backend)
+        } else {
+            backend
+        })
     }
 
     async fn cleanup(&self, _backend: Arc<dyn StorageBackend>, schema: &IndexSchema) -> Result<()> {
@@ -78,38 +87,14 @@ impl BackendFactory for RedisFactory {
     }
 }
 
-engram_storage::conformance_tests!(RedisFactory);
+engram_storage::conformance_tests!(RedisFactory { through_the_stack: false });
 
 /// The same suite through the full layer stack around the Redis backend, whose reads the stack
 /// holds unboxed.
 mod through_the_stack {
-    use super::*;
+    use super::RedisFactory;
 
-    struct Layered;
-
-    #[async_trait]
-    impl BackendFactory for Layered {
-        fn available(&self, behaviour: &str) -> bool {
-            RedisFactory.available(behaviour)
-        }
-
-        async fn create(&self, _schema: &IndexSchema) -> Result<Arc<dyn StorageBackend>> {
-            let url = require_server("redis conformance").context("no server")?;
-            let backend =
-                RedisBackend::connect(&config(url), RedisBackendOptions::default()).await?;
-            Ok(engram_storage::testkit::full_stack(Arc::new(backend)))
-        }
-
-        async fn cleanup(
-            &self,
-            backend: Arc<dyn StorageBackend>,
-            schema: &IndexSchema,
-        ) -> Result<()> {
-            RedisFactory.cleanup(backend, schema).await
-        }
-    }
-
-    engram_storage::conformance_tests!(Layered);
+    engram_storage::conformance_tests!(RedisFactory { through_the_stack: true });
 }
 
 /// What a Redis-specific test gets: a backend with the suite's index ensured.
