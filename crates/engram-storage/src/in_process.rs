@@ -123,10 +123,13 @@ impl InProcessBackend {
     }
 }
 
-/// The reads of the [`StorageBackend`] implementation, which [`UnboxedBackend`] also calls.
-impl InProcessBackend {
-    /// [`StorageBackend::get_batch`].
-    fn read_by_id(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<Option<Record>> {
+/// The reads, which the boxed calls of [`StorageBackend`] run too.
+impl UnboxedBackend for InProcessBackend {
+    async fn get_batch_unboxed(
+        &self,
+        namespace: &Namespace,
+        ids: &[RecordId],
+    ) -> BatchReport<Option<Record>> {
         if let Err(e) = check_batch_len(ids.len()) {
             return BatchReport::all_failed(ids.len(), &e.for_operation(Operation::Get));
         }
@@ -142,8 +145,7 @@ impl InProcessBackend {
         )
     }
 
-    /// [`StorageBackend::search`].
-    fn knn(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
+    async fn search_unboxed(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
         let op = Operation::Search;
         let now = self.clock.now();
         let state = self.read();
@@ -164,20 +166,6 @@ impl InProcessBackend {
             .into_iter()
             .map(|(distance, r)| SearchHit { record: r.clone(), distance })
             .collect())
-    }
-}
-
-impl UnboxedBackend for InProcessBackend {
-    async fn get_batch_unboxed(
-        &self,
-        namespace: &Namespace,
-        ids: &[RecordId],
-    ) -> BatchReport<Option<Record>> {
-        self.read_by_id(namespace, ids)
-    }
-
-    async fn search_unboxed(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        self.knn(query)
     }
 
     fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
@@ -243,7 +231,7 @@ impl StorageBackend for InProcessBackend {
         namespace: &Namespace,
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
-        self.read_by_id(namespace, ids)
+        self.get_batch_unboxed(namespace, ids).await
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
@@ -262,7 +250,7 @@ impl StorageBackend for InProcessBackend {
     }
 
     async fn search(&self, query: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        self.knn(query)
+        self.search_unboxed(query).await
     }
 
     async fn find(

@@ -1169,10 +1169,9 @@ fn fails_every_record(kind: ErrorKind) -> bool {
 /// Most `SCAN` calls one `scan` page makes before returning a short (maybe empty) page.
 const MAX_SCAN_STEPS: usize = 16;
 
-/// The reads of the [`StorageBackend`] implementation, which [`UnboxedBackend`] also calls.
-impl RedisBackend {
-    /// [`StorageBackend::get_batch`].
-    async fn read_by_id(
+/// The reads, which the boxed calls of [`StorageBackend`] run too.
+impl UnboxedBackend for RedisBackend {
+    async fn get_batch_unboxed(
         &self,
         namespace: &Namespace,
         ids: &[RecordId],
@@ -1209,8 +1208,7 @@ impl RedisBackend {
         BatchReport::new(items)
     }
 
-    /// [`StorageBackend::search`].
-    async fn knn(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
+    async fn search_unboxed(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
         let attempt = || async {
             let op = Operation::Search;
             let ready = self.ready(op)?;
@@ -1235,23 +1233,6 @@ impl RedisBackend {
             }
         };
         self.once_more_if_index_vanished(attempt).await
-    }
-}
-
-impl UnboxedBackend for RedisBackend {
-    fn get_batch_unboxed<'a>(
-        &'a self,
-        namespace: &'a Namespace,
-        ids: &'a [RecordId],
-    ) -> impl Future<Output = BatchReport<Option<Record>>> + Send + 'a {
-        self.read_by_id(namespace, ids)
-    }
-
-    fn search_unboxed<'a>(
-        &'a self,
-        query: &'a VectorQuery,
-    ) -> impl Future<Output = Result<Vec<SearchHit>, StorageError>> + Send + 'a {
-        self.knn(query)
     }
 
     fn into_dyn(self: Arc<Self>) -> Arc<dyn StorageBackend> {
@@ -1394,7 +1375,7 @@ impl StorageBackend for RedisBackend {
         namespace: &Namespace,
         ids: &[RecordId],
     ) -> BatchReport<Option<Record>> {
-        self.read_by_id(namespace, ids).await
+        self.get_batch_unboxed(namespace, ids).await
     }
 
     async fn delete_batch(&self, namespace: &Namespace, ids: &[RecordId]) -> BatchReport<bool> {
@@ -1420,7 +1401,7 @@ impl StorageBackend for RedisBackend {
     }
 
     async fn search(&self, q: &VectorQuery) -> Result<Vec<SearchHit>, StorageError> {
-        self.knn(q).await
+        self.search_unboxed(q).await
     }
 
     async fn find(
