@@ -286,6 +286,28 @@ fn read_values(
 /// One outcome per pipelined item: the reply, the error, or `None` when not attempted.
 type Outcomes = Vec<Option<Result<Value, FredError>>>;
 
+/// Appends the outcomes of a chunk of `len` items to `out`: its replies, or its error for
+/// every item when it failed whole, or `None` (not attempted) when it was not sent. `false`
+/// when it failed whole, so that the chunks after it are not sent.
+fn chunk_outcomes(
+    out: &mut Outcomes,
+    len: usize,
+    chunk: Option<Result<Vec<Result<Value, FredError>>, FredError>>,
+) -> bool {
+    match chunk {
+        Some(Ok(r)) if r.len() == len => out.extend(r.into_iter().map(Some)),
+        Some(r) => {
+            let error = r.err().unwrap_or_else(|| {
+                FredError::new(fred::error::ErrorKind::Protocol, "pipeline reply count")
+            });
+            out.extend((0..len).map(|_| Some(Err(error.clone()))));
+            return false;
+        }
+        None => out.extend((0..len).map(|_| None)),
+    }
+    true
+}
+
 /// Chunks of a batch in flight at once (see `RedisBackend::in_chunks` and
 /// [`DEFAULT_WRITE_CHUNK`]).
 ///
@@ -462,6 +484,11 @@ impl RedisBackend {
     /// fails whole (`send` gave an error: connection lost, timeout), its items get that error
     /// and the chunks not started yet are not attempted; a chunk already in flight still
     /// reports what happened to it.
+    ///
+    /// A batch of one chunk (a read of a few ids, most calls) is sent and awaited directly,
+    /// without the stream of chunks: `FuturesUnordered` wakes its task again whenever all its
+    /// futures are pending, which cost every such read one more poll of the caller's task
+    /// (and of every layer around the backend), besides its own allocation.
     async fn in_chunks<T, F, Fut>(&self, items: Vec<T>, per_chunk: usize, send: F) -> Outcomes
     where
         F: Fn(Vec<T>) -> Fut,
@@ -469,6 +496,13 @@ impl RedisBackend {
     {
         let n = items.len();
         let per_chunk = per_chunk.max(1);
+        if n <= per_chunk {
+            let mut out = Vec::with_capacity(n);
+            if n > 0 {
+                chunk_outcomes(&mut out, n, Some(send(items).await));
+            }
+            return out;
+        }
         let mut chunks = Vec::with_capacity(n.div_ceil(per_chunk));
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
@@ -489,16 +523,8 @@ impl RedisBackend {
             .buffered(CHUNKS_IN_FLIGHT);
         let mut out: Outcomes = Vec::with_capacity(n);
         while let Some((len, chunk)) = replies.next().await {
-            match chunk {
-                Some(Ok(r)) if r.len() == len => out.extend(r.into_iter().map(Some)),
-                Some(r) => {
-                    stop.store(true, Ordering::Relaxed);
-                    let error = r.err().unwrap_or_else(|| {
-                        FredError::new(fred::error::ErrorKind::Protocol, "pipeline reply count")
-                    });
-                    out.extend((0..len).map(|_| Some(Err(error.clone()))));
-                }
-                None => out.extend((0..len).map(|_| None)),
+            if !chunk_outcomes(&mut out, len, chunk) {
+                stop.store(true, Ordering::Relaxed);
             }
         }
         out
