@@ -109,8 +109,11 @@ impl MetricsPolicy {
     }
 
     /// Records the end of a call that took `elapsed` (with its size when it is a `batch` of
-    /// `keys` items), into the metrics and into `span`, the operation's span (when it is
-    /// enabled).
+    /// `keys` items, and `reads`, the hits and misses of a read by id, when given), into the
+    /// metrics and into `span`, the operation's span (when it is enabled).
+    // The parts of one call's end, passed as they are: a struct for them would only be built
+    // to be taken apart here.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn finish(
         &self,
         op: Operation,
@@ -118,11 +121,12 @@ impl MetricsPolicy {
         elapsed: Duration,
         keys: usize,
         batch: bool,
+        reads: Option<(usize, usize)>,
         span: &tracing::Span,
     ) {
         let outcome = outcome(kind);
         match OpKeys::of(op) {
-            // One look-up of the recorder for the duration and the batch size.
+            // One look-up of the recorder for the duration, the batch size and the reads.
             Some(k) => metrics::with_recorder(|r| {
                 let key = match kind {
                     None => &k.ok,
@@ -133,12 +137,18 @@ impl MetricsPolicy {
                 if batch {
                     r.register_histogram(&k.batch_size, &METADATA).record(keys as f64);
                 }
+                if let Some((hits, misses)) = reads {
+                    count_reads(r, hits, misses);
+                }
             }),
             None => {
                 histogram!(OPERATION_DURATION, "operation" => op.as_str(), "outcome" => outcome)
                     .record(elapsed.as_secs_f64());
                 if batch {
                     histogram!(BATCH_SIZE, "operation" => op.as_str()).record(keys as f64);
+                }
+                if let Some((hits, misses)) = reads {
+                    metrics::with_recorder(|r| count_reads(r, hits, misses));
                 }
             }
         }
@@ -286,6 +296,16 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts the hits and misses of a read by id into `r`, leaving a counter at zero as it is.
+fn count_reads(r: &dyn metrics::Recorder, hits: usize, misses: usize) {
+    if hits > 0 {
+        r.register_counter(&GET_HIT, &METADATA).increment(hits as u64);
+    }
+    if misses > 0 {
+        r.register_counter(&GET_MISS, &METADATA).increment(misses as u64);
+    }
+}
+
 /// Counts one failure of `op` with an error of `kind`.
 pub(super) fn record_error(op: Operation, kind: &'static str) {
     counter!(OPERATION_ERRORS, "operation" => op.as_str(), "error_kind" => kind).increment(1);
@@ -324,15 +344,8 @@ impl Policy for MetricsPolicy {
     }
 
     fn on_get(&self, hits: usize, misses: usize) {
-        // One look-up of the recorder for both, and none of a counter left as it is.
-        metrics::with_recorder(|r| {
-            if hits > 0 {
-                r.register_counter(&GET_HIT, &METADATA).increment(hits as u64);
-            }
-            if misses > 0 {
-                r.register_counter(&GET_MISS, &METADATA).increment(misses as u64);
-            }
-        });
+        // One look-up of the recorder for both.
+        metrics::with_recorder(|r| count_reads(r, hits, misses));
     }
 }
 

@@ -27,10 +27,10 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use engram_resilience::{Operation as RetryOperation, Permit, RetryLoop, Sleep as Wait};
+use engram_resilience::{Operation as RetryOperation, Permit, RetryLoop, Sleep as Wait, Verdict};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep};
-use tracing::Span;
+use tracing::{Instrument, Span};
 
 use super::breaker::BreakerPolicy;
 use super::metrics::{InFlight, MetricsPolicy, batch_outcome, record_error};
@@ -336,9 +336,20 @@ impl<'p> Run<'p> {
 
     /// Records the end of the call on `keys` keys, whose error kind is `kind`.
     fn finish(&self, kind: Option<ErrorKind>, keys: usize, batch: bool) {
+        self.finish_with(kind, keys, batch, None);
+    }
+
+    /// As [`Run::finish`], with the hits and misses of a read by id.
+    fn finish_with(
+        &self,
+        kind: Option<ErrorKind>,
+        keys: usize,
+        batch: bool,
+        reads: Option<(usize, usize)>,
+    ) {
         if let (Some(m), Some(start)) = (self.chain.metrics, self.start) {
             let elapsed = self.chain.now().saturating_duration_since(start);
-            m.finish(self.op, kind, elapsed, keys, batch, &self.span);
+            m.finish(self.op, kind, elapsed, keys, batch, reads, &self.span);
         }
     }
 }
@@ -522,5 +533,138 @@ where
         }
         run.in_flight = None;
         Poll::Ready(report)
+    }
+}
+
+/// A batch begun on the inline path of the fused stack ([`Chain::inline`]): the policies'
+/// state around the first attempt, which the caller awaits in its own future rather than
+/// through a [`BatchFuture`] and a closure of its own.
+///
+/// Opaque outside this module: a [`super::Layer`] begins it ([`super::Policy::inline`]),
+/// asks for admission ([`Inline::admit`]), awaits the backend, and ends the first attempt
+/// with its report ([`Inline::after_first`]), which hands the rounds of retries, if any, to
+/// the general path; the batch's end is recorded last ([`Ending::record`]).
+pub struct Inline<'p> {
+    run: Run<'p>,
+    permit: Option<Permit<'p>>,
+    keys: usize,
+}
+
+impl std::fmt::Debug for Inline<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inline").field("op", &self.run.op).field("keys", &self.keys).finish()
+    }
+}
+
+/// The rounds of retries of a batch begun inline, once its first attempt left items to retry.
+pub(super) struct Rest<'a, 'p, I: Clone, T> {
+    ending: Ending<'p>,
+    retrying: Box<Retrying<'a, 'p, I, T>>,
+}
+
+/// A batch begun inline whose report is known, to be recorded ([`Ending::record`]).
+pub(super) struct Ending<'p> {
+    run: Run<'p>,
+    keys: usize,
+    kind: Option<ErrorKind>,
+}
+
+impl<'p> Chain<'p> {
+    /// Begins a batch of `op` on `keys` keys inline, when its first attempt needs no timer of
+    /// ours (the backend's own limit is within the timeout, or there is no timeout); `None`
+    /// for the general path ([`Chain::batch`]).
+    pub(super) fn inline(self, op: Operation, keys: usize) -> Option<Inline<'p>> {
+        if self.timeout.is_some_and(|t| t.timer(keys, self.own_limit).is_some()) {
+            return None;
+        }
+        let mut run = Run::new(self, op);
+        run.begin(keys);
+        Some(Inline { run, permit: None, keys })
+    }
+}
+
+impl<'p> Inline<'p> {
+    /// Asks the breaker for the first attempt: the span to run it in (`None` when nothing
+    /// listens to it), or the report of a refused batch (every item failed with
+    /// [`ErrorKind::CircuitOpen`]), which then goes to [`Inline::after_first`] without
+    /// calling the backend.
+    pub(super) fn admit<T>(&mut self) -> Result<Option<Span>, BatchReport<T>> {
+        match self.run.chain.breaker.map(|b| b.admit(self.run.op)).transpose() {
+            Ok(permit) => {
+                self.permit = permit;
+                Ok((!self.run.span.is_disabled()).then(|| self.run.span.clone()))
+            }
+            Err(rejected) => Err(BatchReport::all_failed(self.keys, &rejected)),
+        }
+    }
+
+    /// Ends the first attempt with its `report` on `items`: the batch's report and its end to
+    /// record, or the rounds of retries still to run.
+    // Both variants carry the call's state (`Ending`), so the error is no larger than the
+    // success; it is moved once, on the way to the retries.
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    pub(super) fn after_first<'a, I: Clone, T>(
+        mut self,
+        items: Cow<'a, [I]>,
+        report: BatchReport<T>,
+    ) -> Result<(BatchReport<T>, Ending<'p>), Rest<'a, 'p, I, T>> {
+        let n = self.keys;
+        let op = self.run.op;
+        // The common case, every item through, in one scan: nothing to retry and no error to
+        // count.
+        if report.items.len() == n
+            && report.items.iter().all(|o| matches!(o, ItemOutcome::Succeeded(_)))
+        {
+            if let Some(p) = self.permit.take() {
+                p.record(if n > 0 { Verdict::Success } else { Verdict::Ignored });
+            }
+            return Ok((report, Ending { run: self.run, keys: n, kind: None }));
+        }
+        if let Some(p) = self.permit.take() {
+            BreakerPolicy::settle_batch(p, &report);
+        }
+        let ending = Ending { run: self.run, keys: n, kind: None };
+        let (report, mut ending) = match ending.run.retries.is_some() {
+            false => (report, ending),
+            true => {
+                let mut ending = ending;
+                let Some(retries) = ending.run.retries.take() else { unreachable!("checked") };
+                match Retrying::after_first(op, operation(op), items, retries, report) {
+                    Ok(report) => (report, ending),
+                    Err(retrying) => return Err(Rest { ending, retrying }),
+                }
+            }
+        };
+        ending.kind = batch_outcome_if(ending.run.chain.metrics.is_some(), op, &report);
+        Ok((report, ending))
+    }
+}
+
+/// The error kind of a batch's report (counting its failed items), when metrics record it.
+fn batch_outcome_if<T>(metrics: bool, op: Operation, report: &BatchReport<T>) -> Option<ErrorKind> {
+    if metrics { batch_outcome(op, report) } else { None }
+}
+
+impl<'a, 'p: 'a, I: Clone, T> Rest<'a, 'p, I, T> {
+    /// Runs the rounds of retries, `f` sending the items of each: the batch's report and its
+    /// end to record.
+    pub(super) async fn run<F, Fut>(self, f: F) -> (BatchReport<T>, Ending<'p>)
+    where
+        F: Fn(Cow<'a, [I]>) -> Fut,
+        Fut: Future<Output = BatchReport<T>>,
+    {
+        let Rest { mut ending, retrying } = self;
+        let (chain, op) = (ending.run.chain, ending.run.op);
+        let report = chain.retry_batch(op, retrying, f).instrument(ending.run.span.clone()).await;
+        ending.kind = batch_outcome_if(chain.metrics.is_some(), op, &report);
+        (report, ending)
+    }
+}
+
+impl Ending<'_> {
+    /// Records the end of the batch, with `reads` (hits and misses of a read by id) when the
+    /// caller counted them: one look-up of the metrics recorder for all of it.
+    pub(super) fn record(self, reads: Option<(usize, usize)>) {
+        self.run.finish_with(self.kind, self.keys, true, reads);
     }
 }

@@ -387,3 +387,72 @@ fn a_stack_without_the_metrics_layer_records_no_storage_metric() {
         assert!(!names.iter().any(|n| n == name), "{name} recorded without metrics: {names:?}");
     }
 }
+
+/// Without a timer of ours to arm, a read by id runs inline (`Policy::inline`): a failed item
+/// is retried alone, the breaker still counts and sheds, and the caller's view is recorded
+/// once per call, reads by hit and miss included.
+#[test]
+fn inline_reads_retry_failed_items_shed_when_open_and_record_once() {
+    use metrics_util::debugging::DebugValue;
+    let snapshot = recorded(|| async {
+        let inner = Arc::new(InProcessBackend::new());
+        inner.ensure_index(&suite_schema()).await.expect("index");
+        let faulty = Arc::new(FaultyBackend::new(inner));
+        let breaker = Arc::new(CircuitBreaker::new("inline", &breaker_config()).expect("breaker"));
+        let stack = StackBuilder::new(faulty.clone())
+            .retry(Arc::new(
+                Retrier::from_config(&retry_config(3), Arc::new(TokioClock)).expect("retrier"),
+            ))
+            .circuit_breaker(breaker.clone())
+            .metrics(MetricsPolicy::new(Duration::from_millis(100)))
+            .build();
+        let ns = Namespace::new("inline").expect("ns");
+        let report =
+            stack.put_batch(vec![record(&ns, "a", [1.0; 4]), record(&ns, "b", [1.0; 4])]).await;
+        assert!(report.all_succeeded());
+        let ids = ["a", "b", "zz"].map(|i| RecordId::new(i).expect("id"));
+        faulty.script([Fault::FailItems(vec![None, Some(ErrorKind::Unavailable), None])]);
+        let report = stack.get_batch(&ns, &ids).await;
+        let found: Vec<bool> =
+            report.items.iter().map(|o| matches!(o.ok(), Some(Some(_)))).collect();
+        assert_eq!(found, [true, true, false], "{report:?}");
+        assert_eq!(faulty.batch_sizes(Operation::Get), [3, 1]);
+
+        // Every attempt fails until the breaker opens; then reads are shed at once.
+        faulty.script(std::iter::repeat_n(Fault::Fail(ErrorKind::Unavailable), 12));
+        while breaker.state() != BreakerState::Open {
+            let report = stack.get_batch(&ns, &ids[..1]).await;
+            assert!(report.items[0].ok().is_none());
+        }
+        let attempts = faulty.calls(Operation::Get);
+        let report = stack.get_batch(&ns, &ids[..1]).await;
+        match &report.items[0] {
+            engram_storage::ItemOutcome::Failed(e) => assert_eq!(e.kind(), ErrorKind::CircuitOpen),
+            other => panic!("a read through an open breaker: {other:?}"),
+        }
+        assert_eq!(faulty.calls(Operation::Get), attempts, "a shed read reaches the backend");
+    });
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&snapshot, name, labels);
+    let histogram_len = |name: &str, labels: &[(&str, &str)]| match value(name, labels) {
+        Some(DebugValue::Histogram(v)) => v.len(),
+        other => panic!("{name} {labels:?}: {other:?}"),
+    };
+    // One successful get (its retry inside it). Two shed: the one whose retry met the breaker
+    // just opened (three failed attempts, then a fourth opens it) and the one after.
+    let ok = [("operation", "get"), ("outcome", "ok")];
+    assert_eq!(histogram_len("engram_operation_duration_seconds", &ok), 1);
+    let rejected = [("operation", "get"), ("outcome", "rejected")];
+    assert_eq!(histogram_len("engram_operation_duration_seconds", &rejected), 2);
+    assert!(matches!(
+        value("engram_get_total", &[("result", "hit")]),
+        Some(DebugValue::Counter(2))
+    ));
+    assert!(matches!(
+        value("engram_get_total", &[("result", "miss")]),
+        Some(DebugValue::Counter(1))
+    ));
+    assert!(matches!(
+        value("engram_operations_in_flight", &[("operation", "get")]),
+        Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0
+    ));
+}
