@@ -623,17 +623,14 @@ impl<'p> Inline<'p> {
         if let Some(p) = self.permit.take() {
             BreakerPolicy::settle_batch(p, &report);
         }
-        let ending = Ending { run: self.run, keys: n, kind: None };
-        let (report, mut ending) = match ending.run.retries.is_some() {
-            false => (report, ending),
-            true => {
-                let mut ending = ending;
-                let Some(retries) = ending.run.retries.take() else { unreachable!("checked") };
-                match Retrying::after_first(op, operation(op), items, retries, report) {
-                    Ok(report) => (report, ending),
-                    Err(retrying) => return Err(Rest { ending, retrying }),
-                }
-            }
+        let mut ending = Ending { run: self.run, keys: n, kind: None };
+        let report = match ending.run.retries.take() {
+            None => report,
+            Some(retries) => match Retrying::after_first(op, operation(op), items, retries, report)
+            {
+                Ok(report) => report,
+                Err(retrying) => return Err(Rest { ending, retrying }),
+            },
         };
         ending.kind = batch_outcome_if(ending.run.chain.metrics.is_some(), op, &report);
         Ok((report, ending))
