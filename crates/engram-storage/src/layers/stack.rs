@@ -513,12 +513,9 @@ where
                 }
                 Stage::Start | Stage::Done => panic!("a batch's future was polled after it ended"),
             };
-            if let Some(p) = this.permit.take() {
-                BreakerPolicy::settle_batch(p, &report);
-            }
-            let Some(retries) = run.retries.take() else { break report };
             let items = mem::take(this.items);
-            match Retrying::after_first(op, operation(op), items, retries, report) {
+            match first_attempt_ended(op, n, this.permit.take(), run.retries.take(), items, report)
+            {
                 Ok(report) => break report,
                 Err(retrying) => {
                     let Some(f) = this.f.take() else { unreachable!("f is kept") };
@@ -608,32 +605,44 @@ impl<'p> Inline<'p> {
         items: Cow<'a, [I]>,
         report: BatchReport<T>,
     ) -> Result<(BatchReport<T>, Ending<'p>), Rest<'a, 'p, I, T>> {
-        let n = self.keys;
-        let op = self.run.op;
-        // The common case, every item through, in one scan: nothing to retry and no error to
-        // count.
-        if report.items.len() == n
-            && report.items.iter().all(|o| matches!(o, ItemOutcome::Succeeded(_)))
-        {
-            if let Some(p) = self.permit.take() {
-                p.record(if n > 0 { Verdict::Success } else { Verdict::Ignored });
-            }
-            return Ok((report, Ending { run: self.run, keys: n, kind: None }));
-        }
-        if let Some(p) = self.permit.take() {
-            BreakerPolicy::settle_batch(p, &report);
-        }
+        let (op, n) = (self.run.op, self.keys);
+        let (permit, retries) = (self.permit.take(), self.run.retries.take());
         let mut ending = Ending { run: self.run, keys: n, kind: None };
-        let report = match ending.run.retries.take() {
-            None => report,
-            Some(retries) => match Retrying::after_first(op, operation(op), items, retries, report)
-            {
-                Ok(report) => report,
-                Err(retrying) => return Err(Rest { ending, retrying }),
-            },
-        };
-        ending.kind = batch_outcome_if(ending.run.chain.metrics.is_some(), op, &report);
-        Ok((report, ending))
+        match first_attempt_ended(op, n, permit, retries, items, report) {
+            Ok(report) => {
+                ending.kind = batch_outcome_if(ending.run.chain.metrics.is_some(), op, &report);
+                Ok((report, ending))
+            }
+            Err(retrying) => Err(Rest { ending, retrying }),
+        }
+    }
+}
+
+/// The end of a batch's first attempt of `n` items, the same on both paths: the breaker is
+/// told, and the batch's report comes back (nothing to retry, or no retry loop), or the state
+/// of the rounds of retries to run. The common case, every item through, takes one scan.
+fn first_attempt_ended<'a, 'p, I: Clone, T>(
+    op: Operation,
+    n: usize,
+    permit: Option<Permit<'p>>,
+    retries: Option<RetryLoop<'p>>,
+    items: Cow<'a, [I]>,
+    report: BatchReport<T>,
+) -> Result<BatchReport<T>, Box<Retrying<'a, 'p, I, T>>> {
+    if report.items.len() == n
+        && report.items.iter().all(|o| matches!(o, ItemOutcome::Succeeded(_)))
+    {
+        if let Some(p) = permit {
+            p.record(if n > 0 { Verdict::Success } else { Verdict::Ignored });
+        }
+        return Ok(report);
+    }
+    if let Some(p) = permit {
+        BreakerPolicy::settle_batch(p, &report);
+    }
+    match retries {
+        None => Ok(report),
+        Some(retries) => Retrying::after_first(op, operation(op), items, retries, report),
     }
 }
 
