@@ -5,12 +5,13 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics::{
-    Key, Label, Level, Metadata, Unit, counter, describe_counter, describe_gauge,
-    describe_histogram, gauge, histogram,
+    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, Unit, counter,
+    describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 
 use super::Policy;
@@ -65,10 +66,12 @@ pub fn describe_metrics() {
 /// hit ratio. Operations slower than the threshold log a WARN line.
 ///
 /// Every metric key is built at compile time (name, labels and their hash), so recording
-/// allocates and hashes nothing; the installed recorder (global, or local to a thread) is
-/// looked up at each update, as the `metrics` macros do, so a recorder installed after the
-/// stack is built still sees everything. The debug span of an operation costs a level check
-/// when nothing listens at debug level.
+/// allocates and hashes nothing. The recorder in effect (local to a thread, else global) is
+/// asked at each update, as the `metrics` macros do, so a recorder installed after the stack
+/// is built still sees everything. The handles of the global recorder are kept once it is
+/// known (see [`Rec`]): an update then costs the metric's own atomic operation, not a
+/// registry look-up. The debug span of an operation costs a level check when nothing listens
+/// at debug level.
 #[derive(Debug, Clone)]
 pub struct MetricsPolicy {
     slow: Duration,
@@ -127,15 +130,15 @@ impl MetricsPolicy {
         let outcome = outcome(kind);
         match OpKeys::of(op) {
             // One look-up of the recorder for the duration, the batch size and the reads.
-            Some(k) => metrics::with_recorder(|r| {
-                let key = match kind {
-                    None => &k.ok,
-                    Some(ErrorKind::CircuitOpen) => &k.rejected,
-                    Some(_) => &k.error,
+            Some(k) => with_rec(|r| {
+                let (key, slot) = match kind {
+                    None => (&k.ok, &k.kept.ok),
+                    Some(ErrorKind::CircuitOpen) => (&k.rejected, &k.kept.rejected),
+                    Some(_) => (&k.error, &k.kept.error),
                 };
-                r.register_histogram(key, &METADATA).record(elapsed.as_secs_f64());
+                r.histogram(key, slot).record(elapsed.as_secs_f64());
                 if batch {
-                    r.register_histogram(&k.batch_size, &METADATA).record(keys as f64);
+                    r.histogram(&k.batch_size, &k.kept.batch_size).record(keys as f64);
                 }
                 if let Some((hits, misses)) = reads {
                     count_reads(r, hits, misses);
@@ -148,7 +151,7 @@ impl MetricsPolicy {
                     histogram!(BATCH_SIZE, "operation" => op.as_str()).record(keys as f64);
                 }
                 if let Some((hits, misses)) = reads {
-                    metrics::with_recorder(|r| count_reads(r, hits, misses));
+                    with_rec(|r| count_reads(r, hits, misses));
                 }
             }
         }
@@ -190,12 +193,145 @@ fn outcome(kind: Option<ErrorKind>) -> &'static str {
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
-fn histogram(key: &'static Key) -> metrics::Histogram {
-    metrics::with_recorder(|r| r.register_histogram(key, &METADATA))
+/// The recorder in effect for one update, from [`with_rec`].
+///
+/// The handles of the global recorder are kept in statics beside their keys, registered at
+/// first use (so a series appears once recorded, as with the macros): the global recorder is
+/// never replaced or dropped once installed, so they stay valid. Those of any other recorder
+/// (one local to a thread, as tests use) are registered at each update, since such a
+/// recorder may be dropped and another put at the same address.
+#[derive(Clone, Copy)]
+struct Rec<'a> {
+    recorder: &'a dyn Recorder,
+    /// Whether `recorder` is the global recorder, whose handles are kept.
+    global: bool,
 }
 
-fn gauge(key: &'static Key) -> metrics::Gauge {
-    metrics::with_recorder(|r| r.register_gauge(key, &METADATA))
+impl<'a> Rec<'a> {
+    fn histogram(
+        self,
+        key: &'static Key,
+        kept: &'static OnceLock<Histogram>,
+    ) -> Cow<'a, Histogram> {
+        if self.global {
+            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_histogram(key, &METADATA)))
+        } else {
+            Cow::Owned(self.recorder.register_histogram(key, &METADATA))
+        }
+    }
+
+    fn counter(self, key: &'static Key, kept: &'static OnceLock<Counter>) -> Cow<'a, Counter> {
+        if self.global {
+            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_counter(key, &METADATA)))
+        } else {
+            Cow::Owned(self.recorder.register_counter(key, &METADATA))
+        }
+    }
+
+    fn gauge(self, key: &'static Key, kept: &'static OnceLock<Gauge>) -> Cow<'static, Gauge> {
+        if self.global {
+            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_gauge(key, &METADATA)))
+        } else {
+            Cow::Owned(self.recorder.register_gauge(key, &METADATA))
+        }
+    }
+}
+
+/// Runs `f` with the recorder in effect (local to this thread, else global, else none).
+fn with_rec<T>(f: impl FnOnce(Rec<'_>) -> T) -> T {
+    metrics::with_recorder(|recorder| f(Rec { recorder, global: is_global(recorder) }))
+}
+
+/// The address of the global recorder, once seen installed. A global recorder is leaked by
+/// `metrics` when installed and can be installed once, so no other recorder ever has it.
+static GLOBAL: OnceLock<usize> = OnceLock::new();
+
+/// Milliseconds after [`probe_epoch`] before which no new probe starts.
+static NEXT_PROBE: AtomicU64 = AtomicU64::new(0);
+
+/// At most one probe per this many milliseconds.
+const PROBE_INTERVAL_MS: u64 = 1_000;
+
+fn address(recorder: &dyn Recorder) -> usize {
+    std::ptr::from_ref(recorder).cast::<()>() as usize
+}
+
+/// Whether `recorder` is the global recorder, as far as known yet.
+///
+/// `metrics` does not say whether the recorder in effect is the global one or one local to
+/// this thread. A thread of our own, new, has no local recorder, so the one it sees is the
+/// global one: while none is known and a recorder with state is in effect here, such a thread
+/// is started (at most one a second) to learn its address. A recorder without state (the
+/// no-op one `metrics` falls back on, among others) has no registry to look up, so it is
+/// simply asked at each update.
+fn is_global(recorder: &dyn Recorder) -> bool {
+    if let Some(&global) = GLOBAL.get() {
+        return global == address(recorder);
+    }
+    if size_of_val(recorder) > 0 {
+        probe();
+    }
+    false
+}
+
+fn probe_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Learns the address of the global recorder on a new thread, unless a probe started less
+/// than [`PROBE_INTERVAL_MS`] ago. The caller does not wait for it.
+fn probe() {
+    let now = u64::try_from(probe_epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+    let next = NEXT_PROBE.load(Ordering::Relaxed);
+    if now < next
+        || NEXT_PROBE
+            .compare_exchange(
+                next,
+                now.saturating_add(PROBE_INTERVAL_MS),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    // A thread that cannot start leaves the handles unkept: the updates still reach the
+    // recorder, through its registry.
+    let _ = std::thread::Builder::new().name("engram-metrics-probe".into()).spawn(|| {
+        if let Some(global) = metrics::with_recorder(|r| (size_of_val(r) > 0).then(|| address(r))) {
+            let _ = GLOBAL.set(global);
+        }
+    });
+}
+
+/// Whether the handles of the global recorder are kept: it was installed, and seen in effect
+/// by a call through the layers. For tests and diagnostics.
+#[doc(hidden)]
+pub fn keeps_global_handles() -> bool {
+    GLOBAL.get().is_some()
+}
+
+/// The handles of one operation's metrics in the global recorder, registered at first use.
+#[derive(Debug)]
+struct Kept {
+    in_flight: OnceLock<Gauge>,
+    batch_size: OnceLock<Histogram>,
+    ok: OnceLock<Histogram>,
+    error: OnceLock<Histogram>,
+    rejected: OnceLock<Histogram>,
+}
+
+impl Kept {
+    const fn new() -> Self {
+        Self {
+            in_flight: OnceLock::new(),
+            batch_size: OnceLock::new(),
+            ok: OnceLock::new(),
+            error: OnceLock::new(),
+            rejected: OnceLock::new(),
+        }
+    }
 }
 
 /// The keys of one operation's metrics, built at compile time.
@@ -211,6 +347,8 @@ struct OpKeys {
     error: Key,
     /// The same with `outcome="rejected"`.
     rejected: Key,
+    /// Their handles in the global recorder.
+    kept: Kept,
 }
 
 macro_rules! op_keys {
@@ -240,6 +378,7 @@ macro_rules! op_keys {
                             ok: Key::from_static_parts(OPERATION_DURATION, &OK),
                             error: Key::from_static_parts(OPERATION_DURATION, &ERROR),
                             rejected: Key::from_static_parts(OPERATION_DURATION, &REJECTED),
+                            kept: Kept::new(),
                         };
                         Some(&KEYS)
                     })*
@@ -273,17 +412,21 @@ static MISS_LABELS: [Label; 1] = [Label::from_static_parts("result", "miss")];
 static GET_HIT: Key = Key::from_static_parts(GET_TOTAL, &HIT_LABELS);
 static GET_MISS: Key = Key::from_static_parts(GET_TOTAL, &MISS_LABELS);
 static SEARCH_RESULTS_KEY: Key = Key::from_static_parts(SEARCH_RESULTS, &[]);
+static KEPT_HIT: OnceLock<Counter> = OnceLock::new();
+static KEPT_MISS: OnceLock<Counter> = OnceLock::new();
+static KEPT_SEARCH_RESULTS: OnceLock<Histogram> = OnceLock::new();
 
 /// Decrements the in-flight gauge even if the call is dropped half-way, through the handle
-/// that incremented it (one registry look-up per call, not two).
-pub(super) struct InFlight(metrics::Gauge);
+/// that incremented it (at most one registry look-up per call, none once the global
+/// recorder's handle is kept).
+pub(super) struct InFlight(Cow<'static, Gauge>);
 
 impl InFlight {
     /// Counts one call of `op` in flight until dropped.
     pub(super) fn start(op: Operation) -> Self {
         let g = match OpKeys::of(op) {
-            Some(k) => gauge(&k.in_flight),
-            None => gauge!(OPERATIONS_IN_FLIGHT, "operation" => op.as_str()),
+            Some(k) => with_rec(|r| r.gauge(&k.in_flight, &k.kept.in_flight)),
+            None => Cow::Owned(gauge!(OPERATIONS_IN_FLIGHT, "operation" => op.as_str())),
         };
         g.increment(1.0);
         Self(g)
@@ -297,12 +440,12 @@ impl Drop for InFlight {
 }
 
 /// Counts the hits and misses of a read by id into `r`, leaving a counter at zero as it is.
-fn count_reads(r: &dyn metrics::Recorder, hits: usize, misses: usize) {
+fn count_reads(r: Rec<'_>, hits: usize, misses: usize) {
     if hits > 0 {
-        r.register_counter(&GET_HIT, &METADATA).increment(hits as u64);
+        r.counter(&GET_HIT, &KEPT_HIT).increment(hits as u64);
     }
     if misses > 0 {
-        r.register_counter(&GET_MISS, &METADATA).increment(misses as u64);
+        r.counter(&GET_MISS, &KEPT_MISS).increment(misses as u64);
     }
 }
 
@@ -340,12 +483,12 @@ impl Policy for MetricsPolicy {
     run_through_chain!(this => Chain { metrics: Some(this), ..Chain::default() });
 
     fn on_search_results(&self, hits: usize) {
-        histogram(&SEARCH_RESULTS_KEY).record(hits as f64);
+        with_rec(|r| r.histogram(&SEARCH_RESULTS_KEY, &KEPT_SEARCH_RESULTS).record(hits as f64));
     }
 
     fn on_get(&self, hits: usize, misses: usize) {
         // One look-up of the recorder for both.
-        metrics::with_recorder(|r| count_reads(r, hits, misses));
+        with_rec(|r| count_reads(r, hits, misses));
     }
 }
 

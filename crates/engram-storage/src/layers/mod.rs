@@ -92,7 +92,7 @@ use engram_resilience::{CircuitBreaker, Clock, InvalidSettings, Observer, Retrie
 use tracing::Instrument;
 
 pub use breaker::BreakerPolicy;
-pub use metrics::{MetricsPolicy, describe_metrics, metric_names};
+pub use metrics::{MetricsPolicy, describe_metrics, keeps_global_handles, metric_names};
 pub use retry::RetryPolicy;
 pub use stats::{OperationStats, OperationSummary};
 pub use timeout::TimeoutPolicy;
