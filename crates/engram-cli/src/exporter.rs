@@ -33,14 +33,9 @@ const LATENCY_BUCKETS: [f64; 17] = [
 const COUNT_BUCKETS: [f64; 14] =
     [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
 
-/// Installs the exporter with its HTTP listener on `address` and registers every metric's
-/// description. Call once per process, inside a tokio runtime.
-///
-/// # Errors
-/// Exit code 2 when the address cannot be bound or a recorder is already installed.
-pub fn install(address: SocketAddr) -> CliResult<()> {
-    let builder = PrometheusBuilder::new()
-        .with_http_listener(address)
+/// The exporter's configuration: explicit buckets for every histogram.
+fn builder() -> CliResult<PrometheusBuilder> {
+    PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full("engram_batch_size".into()), &COUNT_BUCKETS)
@@ -48,17 +43,52 @@ pub fn install(address: SocketAddr) -> CliResult<()> {
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full("engram_search_results".into()), &COUNT_BUCKETS)
         })
-        .map_err(|e| CliError::other(format!("cannot configure the metrics exporter: {e}")))?;
-    builder
+        .map_err(|e| CliError::other(format!("cannot configure the metrics exporter: {e}")))
+}
+
+/// Installs the exporter with its HTTP listener on `address` and registers every metric's
+/// description. Call once per process, inside a tokio runtime.
+///
+/// # Errors
+/// Exit code 2 when the address cannot be bound or a recorder is already installed.
+pub fn install(address: SocketAddr) -> CliResult<()> {
+    builder()?
+        .with_http_listener(address)
         .install()
         .map_err(|e| CliError::bad_input(format!("cannot serve metrics on {address}: {e}")))?;
+    describe();
+    Ok(())
+}
+
+/// Installs the exporter as [`install`] does, without its HTTP listener: the metrics are
+/// recorded, with the same buckets, and drained every 5 seconds as the listener's upkeep
+/// would. For `engram bench`, to measure what recording costs. Call inside a tokio runtime.
+///
+/// # Errors
+/// When a recorder is already installed.
+pub fn install_without_listener() -> CliResult<()> {
+    let handle = builder()?
+        .install_recorder()
+        .map_err(|e| CliError::other(format!("cannot install the metrics recorder: {e}")))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            handle.run_upkeep();
+        }
+    });
+    describe();
+    Ok(())
+}
+
+/// Registers every metric's description (after installing: descriptions given before are
+/// lost).
+fn describe() {
     engram_storage::layers::describe_metrics();
     engram_resilience::MetricsObserver::describe();
     metrics::describe_gauge!(INDEX_DOCUMENTS, "Documents in the index (from FT.INFO)");
     metrics::describe_gauge!(INDEX_INDEXING_FAILURES, "Documents the server refused to index");
     metrics::describe_gauge!(BUILD_INFO, "Always 1; the version is a label");
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    Ok(())
 }
 
 /// Reads the index statistics and sets the index gauges.

@@ -73,5 +73,6 @@ pub use lexical::LexicalEmbedder;
 pub use policy::Policies;
 pub use query::{MAX_QUERY_K, MemoryQuery, ScoredMemory};
 pub use store::{
-    HealthStatusReport, ListPage, MAX_UPDATE_ATTEMPTS, MemoryStore, StoreMetrics, StoreOptions,
+    HealthStatusReport, ListPage, MAX_UPDATE_ATTEMPTS, MemoryStore, StoreLayers, StoreMetrics,
+    StoreOptions,
 };

@@ -127,6 +127,53 @@ impl Default for StoreOptions {
     }
 }
 
+/// The layer stack a [`MemoryStore`] calls its backend through, as the store builds it:
+/// metrics (with the store's in-process statistics), retry with its budget, circuit breaker
+/// and timeout, from the configuration. For callers that measure or use the stack itself
+/// (`engram bench` compares it with the bare backend).
+#[derive(Debug)]
+pub struct StoreLayers {
+    /// The backend behind every layer.
+    pub backend: Arc<dyn StorageBackend>,
+    /// The circuit breaker, when enabled.
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    /// The statistics the metrics layer and the retrier feed.
+    pub stats: Arc<OperationStats>,
+    /// The observer of the retrier, the breaker and the health checker: metrics and `stats`.
+    pub observer: Arc<dyn Observer>,
+}
+
+impl StoreLayers {
+    /// The layers around `backend` as configured, named per `options` (breaker name, the
+    /// backend's name in traces).
+    ///
+    /// # Errors
+    /// A setting of the retrier, its budget or the breaker out of range.
+    pub fn build<B: UnboxedBackend + ?Sized + 'static>(
+        backend: Arc<B>,
+        config: &Config,
+        options: &StoreOptions,
+    ) -> Result<Self, MemoryError> {
+        let stats = Arc::new(OperationStats::new());
+        let observer: Arc<dyn Observer> =
+            Arc::new(Observers(vec![Arc::new(MetricsObserver), stats.clone()]));
+        let builder = StackBuilder::from_config(
+            backend,
+            config,
+            options.breaker_name,
+            Arc::new(TokioClock),
+            observer.clone(),
+        )?
+        .metrics(
+            MetricsPolicy::new(config.observability.slow_operation_threshold)
+                .with_stats(stats.clone())
+                .with_db_system(options.db_system),
+        );
+        let breaker = builder.breaker().cloned();
+        Ok(Self { backend: builder.build(), breaker, stats, observer })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     backend: Arc<dyn StorageBackend>,
@@ -193,23 +240,8 @@ impl MemoryStore {
         options: StoreOptions,
     ) -> Result<Self, MemoryError> {
         config.validate().map_err(|p| MemoryError::Config(ConfigError::Invalid(p)))?;
-        let stats = Arc::new(OperationStats::new());
-        let observer: Arc<dyn Observer> =
-            Arc::new(Observers(vec![Arc::new(MetricsObserver), stats.clone()]));
-        let builder = StackBuilder::from_config(
-            backend.clone(),
-            &config,
-            options.breaker_name,
-            Arc::new(TokioClock),
-            observer.clone(),
-        )?
-        .metrics(
-            MetricsPolicy::new(config.observability.slow_operation_threshold)
-                .with_stats(stats.clone())
-                .with_db_system(options.db_system),
-        );
-        let breaker = builder.breaker().cloned();
-        let layered = builder.build();
+        let StoreLayers { backend: layered, breaker, stats, observer } =
+            StoreLayers::build(backend.clone(), &config, &options)?;
 
         let schema = IndexSchema::from_config(&config.index, codec::fields(config.index.full_text));
         layered.ensure_index(&schema).await.map_err(with_full_text_hint)?;

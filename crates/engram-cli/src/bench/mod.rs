@@ -8,7 +8,9 @@
 //! - **KNN top-10** on HNSW: one caller and `--concurrency` callers, an EF_RUNTIME sweep with
 //!   recall@10, with and without a tag filter on the section;
 //! - **layer overhead**: get by id and KNN through the raw backend and through the full
-//!   layer stack (metrics, retry, circuit breaker, timeout), interleaved.
+//!   layer stack as the memory store builds it (metrics with statistics, retry, circuit
+//!   breaker, timeout), interleaved; gets without a metrics recorder, then gets and KNN with
+//!   the Prometheus exporter's recorder installed.
 //!
 //! The ceiling is the server's own C clients on the same server in the same run:
 //! `redis-cli --pipe` of the same HSET and FT.SEARCH commands, and `redis-benchmark` HSET of
@@ -27,8 +29,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use engram_config::Config;
-use engram_resilience::{MetricsObserver, TokioClock};
-use engram_storage::layers::StackBuilder;
+use engram_memory::{StoreLayers, StoreOptions};
 use engram_storage::redis::{RedisBackend, RedisBackendOptions};
 use engram_storage::schema::{DistanceMetric, VectorType};
 use engram_storage::{
@@ -199,6 +200,8 @@ struct Bench {
     /// Indexes to drop at the end, with their backends.
     cleanup: Vec<Arc<RedisBackend>>,
     raw_prefixes: Vec<String>,
+    /// Whether the Prometheus recorder is installed (by the overhead workload).
+    recorder: bool,
 }
 
 fn schema(kind: &str, algorithm: Algorithm, dim: usize, text: bool) -> IndexSchema {
@@ -358,15 +361,9 @@ impl Bench {
                 .map_err(|e| CliError::from_connect(e.into()))?,
         );
         raw.ensure_index(s).await.map_err(backend_err)?;
-        let stack = StackBuilder::from_config(
-            raw.clone(),
-            &self.config,
-            "bench",
-            Arc::new(TokioClock),
-            Arc::new(MetricsObserver),
-        )
-        .map_err(|e| CliError::bad_input(e.to_string()))?
-        .build();
+        // The stack exactly as the memory store builds it, statistics included.
+        let options = StoreOptions { breaker_name: "bench", ..StoreOptions::default() };
+        let stack = StoreLayers::build(raw.clone(), &self.config, &options)?.backend;
         Ok((raw, stack))
     }
 
@@ -835,7 +832,24 @@ impl Bench {
         // the order inside a pair alternating so that drift (the server's allocator, the
         // machine) favours neither side, and the ratio taken pair by pair.
         let pairs = self.runs.max(OVERHEAD_PAIRS);
-        for what in ["get", "knn"] {
+        // Gets first without a metrics recorder (the layers' own cost), then with the
+        // Prometheus exporter's recorder installed as `serve-metrics` installs it (what a
+        // deployment that serves metrics pays); KNN with it. A global recorder cannot be
+        // removed, so the series without one comes first.
+        let series = [("get", false), ("get", true), ("knn", true)];
+        for (what, recorder) in series {
+            if recorder && !self.recorder {
+                crate::exporter::install_without_listener()?;
+                self.recorder = true;
+            }
+            let (raw_label, stack_label) = match (what, recorder) {
+                ("get", true) => (
+                    "raw backend (series with the recorder)",
+                    "full layer stack, Prometheus recorder",
+                ),
+                (_, true) => ("raw backend", "full layer stack, Prometheus recorder"),
+                _ => ("raw backend", "full layer stack, no recorder"),
+            };
             let mut rates = [Vec::new(), Vec::new()];
             let mut hists = [histogram(), histogram()];
             for run in 0..pairs {
@@ -844,7 +858,7 @@ impl Bench {
                     let b = [raw.clone(), stack.clone()][k].clone();
                     self.status(format!(
                         "overhead {what}, {} : run {}/{pairs}",
-                        ["raw", "stack"][k],
+                        [raw_label, stack_label][k],
                         run + 1,
                     ));
                     let (rate, h) = if what == "get" {
@@ -872,13 +886,13 @@ impl Bench {
             let paired: Vec<f64> = stack_rates.iter().zip(&raw_rates).map(|(s, r)| s / r).collect();
             let raw_fig = Figure::new(
                 "overhead",
-                format!("{what}, raw backend, {callers} callers"),
+                format!("{what}, {raw_label}, {callers} callers"),
                 raw_rates.clone(),
             )
             .latency(&hists[0]);
             let mut stack_fig = Figure::new(
                 "overhead",
-                format!("{what}, full layer stack, {callers} callers"),
+                format!("{what}, {stack_label}, {callers} callers"),
                 stack_rates,
             )
             .latency(&hists[1])
@@ -1004,6 +1018,7 @@ pub async fn run(ctx: &Context, a: BenchArgs) -> CliResult<Outcome> {
         bar,
         cleanup: Vec::new(),
         raw_prefixes: Vec::new(),
+        recorder: false,
     };
     let want = |w: &str| a.workloads.iter().any(|x| x == w);
     let result = async {
