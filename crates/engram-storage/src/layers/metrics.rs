@@ -207,33 +207,35 @@ struct Rec<'a> {
     global: bool,
 }
 
-impl<'a> Rec<'a> {
+impl Rec<'_> {
+    /// The handle `register` makes with this recorder: the one kept in `kept` for the global
+    /// recorder (registered there at first use), a new one for any other.
+    fn handle<H: Clone>(
+        self,
+        kept: &'static OnceLock<H>,
+        register: impl FnOnce(&dyn Recorder) -> H,
+    ) -> Cow<'static, H> {
+        if self.global {
+            Cow::Borrowed(kept.get_or_init(|| register(self.recorder)))
+        } else {
+            Cow::Owned(register(self.recorder))
+        }
+    }
+
     fn histogram(
         self,
         key: &'static Key,
         kept: &'static OnceLock<Histogram>,
-    ) -> Cow<'a, Histogram> {
-        if self.global {
-            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_histogram(key, &METADATA)))
-        } else {
-            Cow::Owned(self.recorder.register_histogram(key, &METADATA))
-        }
+    ) -> Cow<'static, Histogram> {
+        self.handle(kept, |r| r.register_histogram(key, &METADATA))
     }
 
-    fn counter(self, key: &'static Key, kept: &'static OnceLock<Counter>) -> Cow<'a, Counter> {
-        if self.global {
-            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_counter(key, &METADATA)))
-        } else {
-            Cow::Owned(self.recorder.register_counter(key, &METADATA))
-        }
+    fn counter(self, key: &'static Key, kept: &'static OnceLock<Counter>) -> Cow<'static, Counter> {
+        self.handle(kept, |r| r.register_counter(key, &METADATA))
     }
 
     fn gauge(self, key: &'static Key, kept: &'static OnceLock<Gauge>) -> Cow<'static, Gauge> {
-        if self.global {
-            Cow::Borrowed(kept.get_or_init(|| self.recorder.register_gauge(key, &METADATA)))
-        } else {
-            Cow::Owned(self.recorder.register_gauge(key, &METADATA))
-        }
+        self.handle(kept, |r| r.register_gauge(key, &METADATA))
     }
 }
 
