@@ -127,6 +127,24 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, in declaration order (`op as usize` is its position).
+    pub(crate) const ALL: [Operation; 14] = [
+        Operation::Validate,
+        Operation::Connect,
+        Operation::Ping,
+        Operation::Describe,
+        Operation::EnsureIndex,
+        Operation::Put,
+        Operation::Get,
+        Operation::Delete,
+        Operation::Search,
+        Operation::Find,
+        Operation::Count,
+        Operation::Scan,
+        Operation::Touch,
+        Operation::CompareAndSet,
+    ];
+
     /// The lowercase, stable name of the operation, used in messages and as a metric label.
     pub fn as_str(self) -> &'static str {
         match self {

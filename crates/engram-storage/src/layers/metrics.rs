@@ -156,7 +156,7 @@ impl MetricsPolicy {
             }
         }
         if let Some(stats) = &self.stats {
-            stats.record(op.as_str(), outcome, elapsed);
+            stats.record(op, kind, elapsed);
         }
         if !span.is_disabled() {
             span.record("outcome", outcome);
