@@ -501,24 +501,7 @@ mod tests {
     /// The keys built at compile time are those the macros would build at run time.
     #[test]
     fn static_keys_match_the_operation_names() {
-        use Operation::*;
-        let ops = [
-            Validate,
-            Connect,
-            Ping,
-            Describe,
-            EnsureIndex,
-            Put,
-            Get,
-            Delete,
-            Search,
-            Find,
-            Count,
-            Scan,
-            Touch,
-            CompareAndSet,
-        ];
-        for op in ops {
+        for op in Operation::ALL {
             let k = OpKeys::of(op).expect("every operation has static keys");
             let label = |name: &str, outcome: Option<&'static str>| {
                 let mut labels = vec![metrics::Label::new("operation", op.as_str())];
