@@ -173,6 +173,34 @@ impl Operation {
     }
 }
 
+// `Operation::ALL` lists every variant at its own position (`OperationStats` indexes by it):
+// checked at compile time. The match is exhaustive, so a variant added to the enum fails to
+// compile here until it is listed, in `ALL` too.
+const _: () = {
+    match Operation::Validate {
+        Operation::Validate
+        | Operation::Connect
+        | Operation::Ping
+        | Operation::Describe
+        | Operation::EnsureIndex
+        | Operation::Put
+        | Operation::Get
+        | Operation::Delete
+        | Operation::Search
+        | Operation::Find
+        | Operation::Count
+        | Operation::Scan
+        | Operation::Touch
+        | Operation::CompareAndSet => {}
+    }
+    assert!(Operation::ALL.len() == Operation::CompareAndSet as usize + 1);
+    let mut i = 0;
+    while i < Operation::ALL.len() {
+        assert!(Operation::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
