@@ -247,6 +247,14 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
             &[],
         )
     });
+    // Every public item is documented (a lint of the workspace); links in the docs must
+    // resolve and must not point at private items, which rustdoc checks only when it runs.
+    let doc_ok = step("cargo doc", &mut || {
+        cargo_step(
+            &["doc", "--workspace", "--no-deps", "--locked"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    });
     let infra_ok = step("infra-check", &mut || {
         let failed = infra::Infra::new(root).check_static()?;
         if !failed.is_empty() {
@@ -326,6 +334,7 @@ fn ci(root: &Path, stack: &Stack) -> Result<ExitCode> {
     eprintln!("  {:<20} {:>8.1}s", "total", total.elapsed().as_secs_f64());
     if fmt_ok
         && clippy_ok
+        && doc_ok
         && infra_ok
         && stack_ok
         && tests_ok

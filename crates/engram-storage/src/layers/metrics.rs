@@ -69,7 +69,7 @@ pub fn describe_metrics() {
 /// allocates and hashes nothing. The recorder in effect (local to a thread, else global) is
 /// asked at each update, as the `metrics` macros do, so a recorder installed after the stack
 /// is built still sees everything. The handles of the global recorder are kept once it is
-/// known (see [`Rec`]): an update then costs the metric's own atomic operation, not a
+/// known (see `Rec`): an update then costs the metric's own atomic operation, not a
 /// registry look-up. The debug span of an operation costs a level check when nothing listens
 /// at debug level.
 #[derive(Debug, Clone)]

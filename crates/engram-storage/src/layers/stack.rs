@@ -533,14 +533,14 @@ where
     }
 }
 
-/// A batch begun on the inline path of the fused stack ([`Chain::inline`]): the policies'
+/// A batch begun on the inline path of the fused stack (`Chain::inline`): the policies'
 /// state around the first attempt, which the caller awaits in its own future rather than
-/// through a [`BatchFuture`] and a closure of its own.
+/// through a `BatchFuture` and a closure of its own.
 ///
 /// Opaque outside this module: a [`super::Layer`] begins it ([`super::Policy::inline`]),
-/// asks for admission ([`Inline::admit`]), awaits the backend, and ends the first attempt
-/// with its report ([`Inline::after_first`]), which hands the rounds of retries, if any, to
-/// the general path; the batch's end is recorded last ([`Ending::record`]).
+/// asks for admission (`Inline::admit`), awaits the backend, and ends the first attempt
+/// with its report (`Inline::after_first`), which hands the rounds of retries, if any, to
+/// the general path; the batch's end is recorded last (`Ending::record`).
 pub struct Inline<'p> {
     run: Run<'p>,
     permit: Option<Permit<'p>>,
@@ -559,7 +559,7 @@ pub(super) struct Rest<'a, 'p, I: Clone, T> {
     retrying: Box<Retrying<'a, 'p, I, T>>,
 }
 
-/// A batch begun inline whose report is known, to be recorded ([`Ending::record`]).
+/// A batch begun inline whose report is known, to be recorded (`Ending::record`).
 pub(super) struct Ending<'p> {
     run: Run<'p>,
     keys: usize,

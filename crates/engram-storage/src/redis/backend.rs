@@ -160,10 +160,10 @@ struct Ready {
 ///   step: a reader never sees half a record, a cut connection leaves the old one, and a
 ///   retried write is idempotent. A key of another type is not overwritten (`WRONGTYPE`, that
 ///   record's error; its expiry is still set). Compare-and-set is a Lua script
-///   ([`scripts::WRITE`]). Batches are pipelined in chunks of
+///   (`scripts::WRITE`). Batches are pipelined in chunks of
 ///   [`RedisBackendOptions::batch_chunk`], `CHUNKS_IN_FLIGHT` at a time, with one result per
 ///   record.
-/// - Reads by id: typed `HMGET`s of the record's fields ([`codec::read_fields`]: the reply
+/// - Reads by id: typed `HMGET`s of the record's fields (`codec::read_fields`: the reply
 ///   carries no field names and the client builds no map of it), a chunk's all queued at
 ///   once so that fred writes them together (a pipeline would cost one socket write per
 ///   command).

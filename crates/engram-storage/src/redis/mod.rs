@@ -14,8 +14,8 @@
 //! pipelined in chunks; searches as `FT.SEARCH` with `DIALECT 2`, scoped to one namespace and
 //! to live records by server-side clauses (`query`).
 //!
-//! Every fred error is classified by one private function, [`classify`], which with
-//! [`read_server_reply`] is the only code that reads error text.
+//! Every fred error is classified by one private function, `classify`, which with
+//! `read_server_reply` is the only code that reads error text.
 
 use std::fmt;
 use std::time::{Duration, Instant};
