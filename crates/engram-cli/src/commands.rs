@@ -4,11 +4,13 @@
 //! code. Nothing here prints, so tests can run the commands in process.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engram_config::Config;
 use engram_memory::{
-    LexicalEmbedder, MemoryEntry, MemoryQuery, MemoryStore, MemoryType, StoreMetrics, Timestamp,
+    LexicalEmbedder, MemoryEntry, MemoryError, MemoryQuery, MemoryStore, MemoryType, StoreMetrics,
+    StoreOptions, Timestamp,
 };
 use engram_resilience::HealthStatus;
 use serde_json::{Value, json};
@@ -643,31 +645,36 @@ pub async fn health(ctx: &Context, a: HealthArgs) -> CliResult<Outcome> {
 /// # Errors
 /// Exit code 3 for a schema mismatch, as other commands otherwise.
 pub async fn index(ctx: &Context, action: IndexAction) -> CliResult<Outcome> {
-    let config = ctx.config()?;
-    if matches!(action, IndexAction::Describe) {
-        // Describing must not create the index, as opening a store does.
-        let url = config.redis.url.to_string();
-        let exists = async {
+    let mut config = ctx.config()?;
+    let store = match action {
+        IndexAction::Ensure => ctx.connect(config, false).await?,
+        IndexAction::Describe => {
+            // Describing must not create the index, as opening a store does: the index is
+            // looked up first, then the store opened over the same connection.
+            config.health.enabled = false;
+            let url = config.redis.url.to_string();
+            let cannot_open =
+                |e: MemoryError| CliError::from_connect(e).context(format!("cannot open {url}"));
             let backend = engram_storage::redis::RedisBackend::connect(
                 &config.redis,
                 engram_storage::redis::RedisBackendOptions::default(),
             )
-            .await?;
-            backend.index_exists(&config.index.name).await
+            .await
+            .map_err(|e| cannot_open(e.into()))?;
+            if !backend.index_exists(&config.index.name).await.map_err(|e| cannot_open(e.into()))? {
+                return Err(CliError::new(
+                    ExitKind::Unavailable,
+                    format!(
+                        "index {:?} does not exist on {url}; `engram index ensure` creates it",
+                        config.index.name
+                    ),
+                ));
+            }
+            MemoryStore::with_backend(config, Arc::new(backend), StoreOptions::default())
+                .await
+                .map_err(cannot_open)?
         }
-        .await
-        .map_err(|e| CliError::from_connect(e.into()).context(format!("cannot open {url}")))?;
-        if !exists {
-            return Err(CliError::new(
-                ExitKind::Unavailable,
-                format!(
-                    "index {:?} does not exist on {url}; `engram index ensure` creates it",
-                    config.index.name
-                ),
-            ));
-        }
-    }
-    let store = ctx.connect(config, false).await?;
+    };
     let s = store.schema();
     let algorithm = match s.vector.algorithm {
         engram_storage::Algorithm::Flat => json!({"name": "FLAT"}),
