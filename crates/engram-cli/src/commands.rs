@@ -70,10 +70,13 @@ impl Context {
             config.health.enabled = false;
         }
         let url = config.redis.url.to_string();
-        MemoryStore::connect(config)
-            .await
-            .map_err(|e| CliError::from_connect(e).context(format!("cannot open {url}")))
+        MemoryStore::connect(config).await.map_err(|e| cannot_open(&url, e))
     }
+}
+
+/// The error of a store that could not be opened at `url`, with its exit code.
+fn cannot_open(url: &str, e: MemoryError) -> CliError {
+    CliError::from_connect(e).context(format!("cannot open {url}"))
 }
 
 /// Parses a duration like `90s`, `250ms`, `4h`.
@@ -653,15 +656,17 @@ pub async fn index(ctx: &Context, action: IndexAction) -> CliResult<Outcome> {
             // looked up first, then the store opened over the same connection.
             config.health.enabled = false;
             let url = config.redis.url.to_string();
-            let cannot_open =
-                |e: MemoryError| CliError::from_connect(e).context(format!("cannot open {url}"));
             let backend = engram_storage::redis::RedisBackend::connect(
                 &config.redis,
                 engram_storage::redis::RedisBackendOptions::default(),
             )
             .await
-            .map_err(|e| cannot_open(e.into()))?;
-            if !backend.index_exists(&config.index.name).await.map_err(|e| cannot_open(e.into()))? {
+            .map_err(|e| cannot_open(&url, e.into()))?;
+            if !backend
+                .index_exists(&config.index.name)
+                .await
+                .map_err(|e| cannot_open(&url, e.into()))?
+            {
                 return Err(CliError::new(
                     ExitKind::Unavailable,
                     format!(
@@ -672,7 +677,7 @@ pub async fn index(ctx: &Context, action: IndexAction) -> CliResult<Outcome> {
             }
             MemoryStore::with_backend(config, Arc::new(backend), StoreOptions::default())
                 .await
-                .map_err(cannot_open)?
+                .map_err(|e| cannot_open(&url, e))?
         }
     };
     let s = store.schema();
